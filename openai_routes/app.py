@@ -1,0 +1,31 @@
+"""The OpenAI-compatible ASGI app that the BentoML service mounts at ``/v1``.
+
+Endpoints (reference: https://platform.openai.com/docs/api-reference):
+
+- ``GET  /v1/models``, ``GET /v1/models/{id}``: models.py
+- ``POST /v1/chat/completions``: chat.py (JSON or SSE stream)
+- ``POST /v1/completions``: completions.py (JSON or SSE stream)
+
+Every route needs ``Authorization: Bearer <key>`` (auth.py); every error is OpenAI's envelope (errors.py).
+``create_app`` takes everything the routes need as arguments: no module globals, no ``app.state``.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from openai_routes import chat, completions, models
+from openai_routes.auth import APIKeyMiddleware, KeyRing
+from openai_routes.errors import install_error_handlers
+from openai_routes.limits import Limits
+from openai_routes.registry import ModelRegistry
+
+
+def create_app(registry: ModelRegistry, keyring: KeyRing, limits: Limits) -> FastAPI:
+    app = FastAPI(title="bento-oai: OpenAI-compatible API", docs_url=None, redoc_url=None)
+    install_error_handlers(app)
+    app.include_router(models.create_router(registry))
+    app.include_router(chat.create_router(registry, limits))
+    app.include_router(completions.create_router(registry, limits))
+    app.add_middleware(APIKeyMiddleware, keyring=keyring)
+    return app

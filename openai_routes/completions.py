@@ -1,0 +1,215 @@
+"""``POST /v1/completions``: plain text completion of one or several prompts (text or token ids).
+
+Choice ``i * n + j`` is the ``j``-th sample of prompt ``i``. Every prompt is submitted to the engine before
+any output is read, so they run batched; their outputs are then read in order.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from openai_routes.engine import GenerateEngine, GenerationStep, TokenLogprob
+from openai_routes.errors import bad_request
+from openai_routes.limits import Limits, check_request, completion_budget
+from openai_routes.protocol.common import CompletionUsage
+from openai_routes.protocol.completion import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
+from openai_routes.registry import ModelRegistry
+from openai_routes.streaming import Primed, prime, sse_response
+
+
+@dataclass
+class TextLogprobs:
+    """Legacy ``logprobs`` object being built for one choice, offsets counted in the returned text."""
+
+    offset: int = 0
+    tokens: list[str] = field(default_factory=list)
+    token_logprobs: list[float | None] = field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] = field(default_factory=list)
+    text_offset: list[int] = field(default_factory=list)
+
+    def add(self, entries: Sequence[TokenLogprob | None], tokens: Sequence[str]) -> CompletionLogprobs:
+        """Append ``entries`` (``None`` for the first prompt token); return just the new part."""
+        start = len(self.tokens)
+        for entry, token in zip(entries, tokens):
+            self.tokens.append(token)
+            self.token_logprobs.append(None if entry is None else entry.logprob)
+            self.top_logprobs.append(None if entry is None else {t: v for _, t, v in entry.top})
+            self.text_offset.append(self.offset)
+            self.offset += len(token)
+        return CompletionLogprobs(
+            tokens=self.tokens[start:],
+            token_logprobs=self.token_logprobs[start:],
+            top_logprobs=self.top_logprobs[start:],
+            text_offset=self.text_offset[start:],
+        )
+
+
+@dataclass
+class Prompt:
+    token_ids: list[int]
+    text: str
+    first_token: str  # the first token's text: vLLM gives no logprob entry for it
+
+
+def echoed(
+    prompt: Prompt, prompt_logprobs: Sequence[TokenLogprob | None] | None, logprobs: TextLogprobs | None
+) -> tuple[str, CompletionLogprobs | None]:
+    """The prompt as the start of a choice's text, with its logprobs when both echo and logprobs are asked."""
+    if logprobs is None:
+        return prompt.text, None
+    entries = prompt_logprobs or [None] * len(prompt.token_ids)
+    tokens = [entry.token if entry else "" for entry in entries]
+    if tokens and not tokens[0]:
+        tokens[0] = prompt.first_token
+    return prompt.text, logprobs.add(entries, tokens)
+
+
+async def prompt_choices(
+    steps: Primed[GenerationStep], prompt: Prompt, first_index: int, request: CompletionRequest
+) -> AsyncIterator[tuple[GenerationStep, list[CompletionChoice]]]:
+    """One prompt's choices, step by step, as ``CompletionChoice`` deltas (with the echoed prompt first)."""
+    logprobs = [TextLogprobs() if request.logprobs is not None else None for _ in range(request.n)]
+    started = [False] * request.n
+    prompt_logprobs = None
+    async for step in steps:
+        prompt_logprobs = prompt_logprobs or step.prompt_logprobs
+        choices = []
+        for delta in step.choices:
+            text, lps = "", None
+            if request.echo and not started[delta.index]:
+                text, lps = echoed(prompt, prompt_logprobs, logprobs[delta.index])
+            started[delta.index] = True
+            builder = logprobs[delta.index]
+            if builder is not None and delta.logprobs is not None:
+                new = builder.add(delta.logprobs, [lp.token for lp in delta.logprobs])
+                lps = new if lps is None else _join(lps, new)
+            choices.append(
+                CompletionChoice(
+                    index=first_index + delta.index, text=text + delta.text, finish_reason=delta.finish_reason, logprobs=lps
+                )
+            )
+        yield step, choices
+
+
+def _join(a: CompletionLogprobs, b: CompletionLogprobs) -> CompletionLogprobs:
+    return CompletionLogprobs(
+        tokens=a.tokens + b.tokens,
+        token_logprobs=a.token_logprobs + b.token_logprobs,
+        top_logprobs=a.top_logprobs + b.top_logprobs,
+        text_offset=a.text_offset + b.text_offset,
+    )
+
+
+class CompletionRun:
+    """The engine requests of one completion request, submitted together, read in prompt order."""
+
+    def __init__(self, request: CompletionRequest, engine: GenerateEngine, prompts: list[Prompt]) -> None:
+        self.request = request
+        self.engine = engine
+        self.prompts = prompts
+        self.id = f"cmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.streams: list[Primed[GenerationStep]] = []
+
+    async def submit(self, max_tokens: list[int]) -> None:
+        request = self.request
+        try:
+            for i, (prompt, budget) in enumerate(zip(self.prompts, max_tokens)):
+                options = request.sampling_options(budget, request.logprobs, echo_logprobs=request.echo)
+                self.streams.append(await prime(self.engine.generate(prompt.token_ids, options, f"{self.id}-{i}")))
+        except BaseException:
+            for stream in self.streams:
+                await stream.aclose()
+            raise
+
+    async def choices(self) -> AsyncIterator[tuple[GenerationStep, list[CompletionChoice]]]:
+        try:
+            for i, (stream, prompt) in enumerate(zip(self.streams, self.prompts)):
+                async for item in prompt_choices(stream, prompt, i * self.request.n, self.request):
+                    yield item
+        finally:
+            for stream in self.streams:
+                await stream.aclose()
+
+    def chunk(self, choices: list[CompletionChoice], usage: CompletionUsage | None = None) -> Completion:
+        return Completion(id=self.id, created=self.created, model=self.request.model, choices=choices, usage=usage)
+
+    async def collect(self) -> Completion:
+        merged: dict[int, CompletionChoice] = {}
+        prompt_tokens: dict[int, int] = {}
+        completion_tokens = 0
+        async for step, choices in self.choices():
+            completion_tokens += sum(len(delta.token_ids) for delta in step.choices)
+            for choice in choices:
+                prompt_tokens[choice.index // self.request.n] = step.prompt_tokens
+                old = merged.get(choice.index)
+                merged[choice.index] = choice if old is None else _merge(old, choice)
+        final = [merged[i] for i in sorted(merged)]
+        return self.chunk(final, _usage(sum(prompt_tokens.values()), completion_tokens))
+
+    async def stream(self) -> AsyncIterator[Completion]:
+        prompt_tokens: dict[int, int] = {}
+        completion_tokens = 0
+        async for step, choices in self.choices():
+            completion_tokens += sum(len(delta.token_ids) for delta in step.choices)
+            for choice in choices:
+                prompt_tokens[choice.index // self.request.n] = step.prompt_tokens
+            if choices:
+                yield self.chunk(choices)
+        if self.request.include_usage:
+            yield self.chunk([], _usage(sum(prompt_tokens.values()), completion_tokens))
+
+
+def _merge(old: CompletionChoice, new: CompletionChoice) -> CompletionChoice:
+    logprobs = old.logprobs if new.logprobs is None else (new.logprobs if old.logprobs is None else _join(old.logprobs, new.logprobs))
+    return CompletionChoice(
+        index=old.index, text=old.text + new.text, finish_reason=new.finish_reason or old.finish_reason, logprobs=logprobs
+    )
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> CompletionUsage:
+    return CompletionUsage(
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens
+    )
+
+
+def to_prompt(engine: GenerateEngine, prompt: str | list[int]) -> Prompt:
+    token_ids = engine.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+    if not token_ids:
+        raise bad_request("The prompt must not be empty.", "prompt")
+    text = prompt if isinstance(prompt, str) else engine.decode(token_ids)
+    return Prompt(token_ids, text, engine.decode(token_ids[:1]))
+
+
+def create_router(registry: ModelRegistry, limits: Limits) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/completions", response_model=None)
+    async def create_completion(request: CompletionRequest) -> Completion | Response:
+        _, engine = registry.generator(request.model)
+        raw = request.prompts()
+        check_request(limits, n=request.n, max_tokens=request.max_tokens, prompts=len(raw))
+        prompts = [to_prompt(engine, p) for p in raw]
+        budgets = [
+            completion_budget(
+                limits,
+                prompt_tokens=len(p.token_ids),
+                requested=request.max_tokens,
+                max_model_len=engine.max_model_len,
+                param="prompt",
+            )
+            for p in prompts
+        ]
+        run = CompletionRun(request, engine, prompts)
+        await run.submit(budgets)
+        if request.stream:
+            return sse_response(run.stream())
+        return await run.collect()
+
+    return router

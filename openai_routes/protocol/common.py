@@ -1,0 +1,113 @@
+"""Fields and objects shared by the chat and text completion protocols.
+
+OpenAI's fixed bounds live here, on the schema; limits that depend on configuration live in ``limits.py``.
+Unknown request fields are accepted and ignored, as OpenAI's SDK and LangChain send extras.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from openai_routes.engine import SamplingOptions
+
+INT64 = 2**63 - 1
+
+StopField = Annotated[
+    str | list[str] | None,
+    Field(description="Up to 4 sequences where generation stops; the stop sequence is not returned."),
+]
+
+
+class OpenAIModel(BaseModel):
+    """Base of every request: unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class StreamOptions(OpenAIModel):
+    include_usage: bool = False
+
+
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = 0
+
+
+class CompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
+
+
+class SamplingRequest(OpenAIModel):
+    """The sampling parameters both completion endpoints take, including vLLM's ``extra_body`` fields."""
+
+    model: str = Field(min_length=1)
+    n: int = Field(default=1, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: StopField = None
+    seed: int | None = Field(default=None, ge=-INT64 - 1, le=INT64)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    # vLLM's extra sampling fields, sent through the SDK's ``extra_body``.
+    top_k: int | None = Field(default=None, ge=-1)
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    repetition_penalty: float | None = Field(default=None, gt=0, le=2)
+    min_tokens: int | None = Field(default=None, ge=0)
+    ignore_eos: bool = False
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
+        items = [value] if isinstance(value, str) else value or []
+        if len(items) > 4:
+            raise ValueError("at most 4 stop sequences are allowed")
+        if any(item == "" for item in items):
+            raise ValueError("stop sequences must not be empty")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key in value or {}:
+            if not key.isdigit() or int(key) > INT64:
+                raise ValueError("keys must be token ids (non-negative integers as strings)")
+        return value
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def stop_list(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def sampling_options(self, max_tokens: int, logprobs: int | None, echo_logprobs: bool = False) -> SamplingOptions:
+        """The one conversion from request to engine parameters."""
+        return SamplingOptions(
+            max_tokens=max_tokens,
+            n=self.n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            seed=self.seed,
+            stop=tuple(self.stop_list()),
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            repetition_penalty=self.repetition_penalty,
+            logit_bias={int(k): v for k, v in (self.logit_bias or {}).items()} or None,
+            logprobs=logprobs,
+            prompt_logprobs=logprobs if echo_logprobs else None,
+            min_tokens=self.min_tokens or 0,
+            ignore_eos=self.ignore_eos,
+        )
+
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]

@@ -1,0 +1,69 @@
+"""Text completions: ``POST /v1/completions`` request and response (also its stream chunks).
+
+Reference: https://platform.openai.com/docs/api-reference/completions
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from openai_routes.protocol.common import CompletionUsage, FinishReason, OpenAIModel, SamplingRequest
+
+TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+# Order matters: pydantic tries the union members left to right in "smart" mode.
+PromptField = str | Annotated[list[str], Field(min_length=1)] | Annotated[
+    list[TokenId], Field(min_length=1)
+] | Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1)]
+
+
+class CompletionRequest(SamplingRequest):
+    prompt: PromptField
+    max_tokens: int = Field(default=16, ge=1)
+    echo: bool = False
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+    suffix: str | None = None
+    best_of: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _unsupported(self) -> CompletionRequest:
+        if self.suffix:
+            raise ValueError("'suffix' is not supported by this model")
+        if self.best_of is not None and self.best_of != self.n:
+            raise ValueError("'best_of' other than 'n' is not supported")
+        return self
+
+    def prompts(self) -> list[str | list[int]]:
+        """The prompt as a list of single prompts, each text or token ids."""
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return [prompt]
+        if all(isinstance(item, int) for item in prompt):
+            return [list(prompt)]  # type: ignore[arg-type]
+        return list(prompt)  # type: ignore[arg-type]
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: FinishReason | None
+    logprobs: CompletionLogprobs | None = None
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: CompletionUsage | None = None
+    system_fingerprint: str | None = None

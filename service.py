@@ -1,0 +1,108 @@
+"""The BentoML service: owns one vLLM engine per configured model and mounts the OpenAI app at ``/v1``.
+
+Wiring only: the config (``--arg config=configs/<name>.yaml``, default ``configs/default.yaml``) chooses the
+models; each is a class attribute (``BentoModel`` / ``HuggingFaceModel``) so ``bentoml build`` packages it.
+Engines start in an async startup hook and shut down on shutdown; ``/readyz`` is 200 once every engine
+can serve, ``/livez`` turns 503 when an engine dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import bentoml
+from pydantic import BaseModel
+
+from openai_routes.app import create_app
+from openai_routes.auth import KeyRing
+from openai_routes.envelope import OpenAIErrorEnvelope
+from openai_routes.registry import ModelRegistry, ServedModel
+from bento_image import build_image
+from settings import DEFAULT_CONFIG, ModelConfig, load_config
+
+logger = logging.getLogger("bento_oai")
+
+
+class Args(BaseModel):
+    config: str = DEFAULT_CONFIG
+
+
+CONFIG = load_config(bentoml.use_arguments(Args).config)
+registry = ModelRegistry()
+keyring = KeyRing()
+app = create_app(registry, keyring, CONFIG.limits)
+
+
+def model_attribute(index: int) -> str:
+    return f"model_{index}"
+
+
+def model_reference(model: ModelConfig) -> Any:
+    """The BentoML model declaration for a config entry (None for a local path)."""
+    if model.source.bentoml:
+        return bentoml.models.BentoModel(model.source.bentoml)
+    if model.source.huggingface:
+        return bentoml.models.HuggingFaceModel(model.source.huggingface, revision=model.source.revision)
+    return None
+
+
+class BentoOAI:
+    def __init__(self) -> None:
+        self.engines: list[Any] = []
+
+    @bentoml.on_startup
+    async def start_engines(self) -> None:
+        from engines.vllm_engine import VLLMEmbedder, VLLMGenerator, build_engine
+
+        for name, value in CONFIG.env.items():
+            os.environ.setdefault(name, value)
+        keyring.configure(CONFIG.auth.mode, os.environ.get("BENTO_OAI_API_KEYS"), CONFIG.auth.keys_file)
+        for index, model in enumerate(CONFIG.models):
+            path = self.model_path(index, model)
+            logger.info("starting the %s engine for %s (about a minute on CPU)", model.runner, model.id)
+            started = time.monotonic()
+            kind = VLLMEmbedder if model.task == "embed" else VLLMGenerator
+            engine = kind(build_engine(path, model.engine, model.runner))
+            self.engines.append(engine)
+            registry.add(
+                ServedModel(model.id, model.task, engine, model.owned_by, int(time.time()), tuple(model.aliases))
+            )
+            logger.info("%s ready in %.0f s", model.id, time.monotonic() - started)
+
+    def model_path(self, index: int, model: ModelConfig) -> str:
+        if model.source.path:
+            return model.source.path
+        resolved = getattr(self, model_attribute(index))
+        return resolved if isinstance(resolved, str) else str(resolved.path)
+
+    @bentoml.on_shutdown
+    def stop_engines(self) -> None:
+        registry.clear()
+        for engine in self.engines:
+            engine.shutdown()
+        self.engines.clear()
+
+    def __is_ready__(self) -> bool:
+        return registry.ready()
+
+    def __is_alive__(self) -> bool:
+        return all(engine.is_healthy() for engine in self.engines)
+
+
+for _index, _model in enumerate(CONFIG.models):
+    if (_reference := model_reference(_model)) is not None:
+        setattr(BentoOAI, model_attribute(_index), _reference)
+
+BentoOAI = bentoml.service(  # type: ignore[misc]
+    name="bento-oai",
+    image=build_image(CONFIG.platform),
+    workers=1,
+    traffic={"timeout": 3600},
+    resources=CONFIG.resources or None,
+    logging={"access": {"enabled": True}},
+)(BentoOAI)
+BentoOAI = bentoml.asgi_app(app, path="/v1")(BentoOAI)
+BentoOAI.add_asgi_middleware(OpenAIErrorEnvelope)

@@ -16,7 +16,8 @@ TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"  # image builds only; n
 
 def engine_packages(platform: Literal["cpu", "gpu"]) -> list[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return [*project["project"]["dependencies"], *project["dependency-groups"][platform]]
+    groups = project["dependency-groups"]
+    return [*groups["service"], *groups[platform]]
 
 
 def build_image(platform: Literal["cpu", "gpu"]) -> bentoml.images.Image:

@@ -16,11 +16,11 @@ from typing import Any
 import bentoml
 from pydantic import BaseModel
 
+from bento_image import build_image
 from openai_routes.app import create_app
 from openai_routes.auth import KeyRing
 from openai_routes.envelope import OpenAIErrorEnvelope
 from openai_routes.registry import ModelRegistry, ServedModel
-from bento_image import build_image
 from settings import DEFAULT_CONFIG, ModelConfig, load_config
 
 logger = logging.getLogger("bento_oai")
@@ -49,7 +49,7 @@ def model_reference(model: ModelConfig) -> Any:
     return None
 
 
-class BentoOAI:
+class BentoOAIService:
     def __init__(self) -> None:
         self.engines: list[Any] = []
 
@@ -94,15 +94,14 @@ class BentoOAI:
 
 for _index, _model in enumerate(CONFIG.models):
     if (_reference := model_reference(_model)) is not None:
-        setattr(BentoOAI, model_attribute(_index), _reference)
+        setattr(BentoOAIService, model_attribute(_index), _reference)
 
-BentoOAI = bentoml.service(  # type: ignore[misc]
+BentoOAI = bentoml.service(
     name="bento-oai",
     image=build_image(CONFIG.platform),
     workers=1,
     traffic={"timeout": 3600},
     resources=CONFIG.resources or None,
     logging={"access": {"enabled": True}},
-)(BentoOAI)
-BentoOAI = bentoml.asgi_app(app, path="/v1")(BentoOAI)
+)(bentoml.asgi_app(app, path="/v1")(BentoOAIService))
 BentoOAI.add_asgi_middleware(OpenAIErrorEnvelope)

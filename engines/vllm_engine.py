@@ -76,7 +76,7 @@ class _VLLMEngine:
         return not self._llm.errored
 
     def num_in_flight(self) -> int:
-        return int(self._llm.output_processor.get_num_unfinished_requests())
+        return int(self._llm.get_num_unfinished_requests())
 
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens))
@@ -94,7 +94,8 @@ class VLLMGenerator(_VLLMEngine):
 
     def render_chat(self, messages: list[dict[str, Any]]) -> list[int]:
         try:
-            text = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            conversation: Any = messages
+            text = self._tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
         except Exception as exc:  # jinja2 raises its own errors for conversations the template rejects
             raise EngineInputError(f"The model's chat template rejected the messages: {exc}", "messages") from exc
         return self.tokenize(str(text), add_special_tokens=False)  # the template wrote them already
@@ -122,7 +123,9 @@ class VLLMGenerator(_VLLMEngine):
                 **{name: value for name, value in optional.items() if value is not None},
             )
         except Exception as exc:
-            raise _client_error(exc) or exc
+            if (error := _client_error(exc)) is None:
+                raise
+            raise error from exc
 
     async def generate(
         self, prompt_token_ids: list[int], options: SamplingOptions, request_id: str
@@ -134,11 +137,11 @@ class VLLMGenerator(_VLLMEngine):
         params = self.sampling_params(options)
         k = options.logprobs or 0
         try:
-            async for output in self._llm.generate(
-                TokensPrompt(prompt_token_ids=prompt_token_ids), params, request_id
-            ):
+            async for output in self._llm.generate(TokensPrompt(prompt_token_ids=prompt_token_ids), params, request_id):
                 yield GenerationStep(
-                    choices=[self._delta(choice, k if options.logprobs is not None else None) for choice in output.outputs],
+                    choices=[
+                        self._delta(choice, k if options.logprobs is not None else None) for choice in output.outputs
+                    ],
                     prompt_tokens=len(output.prompt_token_ids or prompt_token_ids),
                     cached_tokens=output.num_cached_tokens or 0,
                     prompt_logprobs=self._prompt_logprobs(output.prompt_logprobs, prompt_token_ids, k),
@@ -147,12 +150,16 @@ class VLLMGenerator(_VLLMEngine):
         except EngineDeadError as exc:
             raise self._unavailable(exc) from exc
         except Exception as exc:
-            raise _client_error(exc) or exc
+            if (error := _client_error(exc)) is None:
+                raise
+            raise error from exc
 
     def _delta(self, choice: Any, k: int | None) -> OutputDelta:
         logprobs = None
         if k is not None and choice.logprobs is not None:
-            logprobs = [self._logprob(tid, entry, k) for tid, entry in zip(choice.token_ids, choice.logprobs)]
+            logprobs = [
+                self._logprob(tid, entry, k) for tid, entry in zip(choice.token_ids, choice.logprobs, strict=True)
+            ]
         finish = choice.finish_reason
         return OutputDelta(
             index=choice.index,
@@ -169,7 +176,7 @@ class VLLMGenerator(_VLLMEngine):
             return None
         return [
             None if entry is None else self._logprob(tid, entry, k)
-            for tid, entry in zip(prompt_token_ids, entries)
+            for tid, entry in zip(prompt_token_ids, entries, strict=True)
         ]
 
     def _logprob(self, token_id: int, entry: dict[int, Any], k: int) -> TokenLogprob:
@@ -209,5 +216,7 @@ class VLLMEmbedder(_VLLMEngine):
         except EngineDeadError as exc:
             raise self._unavailable(exc) from exc
         except Exception as exc:
-            raise _client_error(exc, "input") or exc
+            if (error := _client_error(exc, "input")) is None:
+                raise
+            raise error from exc
         raise EngineUnavailableError("the engine returned no embedding")

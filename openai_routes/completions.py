@@ -36,7 +36,7 @@ class TextLogprobs:
     def add(self, entries: Sequence[TokenLogprob | None], tokens: Sequence[str]) -> CompletionLogprobs:
         """Append ``entries`` (``None`` for the first prompt token); return just the new part."""
         start = len(self.tokens)
-        for entry, token in zip(entries, tokens):
+        for entry, token in zip(entries, tokens, strict=True):
             self.tokens.append(token)
             self.token_logprobs.append(None if entry is None else entry.logprob)
             self.top_logprobs.append(None if entry is None else {t: v for _, t, v in entry.top})
@@ -91,7 +91,10 @@ async def prompt_choices(
                 lps = new if lps is None else _join(lps, new)
             choices.append(
                 CompletionChoice(
-                    index=first_index + delta.index, text=text + delta.text, finish_reason=delta.finish_reason, logprobs=lps
+                    index=first_index + delta.index,
+                    text=text + delta.text,
+                    finish_reason=delta.finish_reason,
+                    logprobs=lps,
                 )
             )
         yield step, choices
@@ -120,7 +123,7 @@ class CompletionRun:
     async def submit(self, max_tokens: list[int]) -> None:
         request = self.request
         try:
-            for i, (prompt, budget) in enumerate(zip(self.prompts, max_tokens)):
+            for i, (prompt, budget) in enumerate(zip(self.prompts, max_tokens, strict=True)):
                 options = request.sampling_options(budget, request.logprobs, echo_logprobs=request.echo)
                 self.streams.append(await prime(self.engine.generate(prompt.token_ids, options, f"{self.id}-{i}")))
         except BaseException:
@@ -130,7 +133,7 @@ class CompletionRun:
 
     async def choices(self) -> AsyncIterator[tuple[GenerationStep, list[CompletionChoice]]]:
         try:
-            for i, (stream, prompt) in enumerate(zip(self.streams, self.prompts)):
+            for i, (stream, prompt) in enumerate(zip(self.streams, self.prompts, strict=True)):
                 async for item in prompt_choices(stream, prompt, i * self.request.n, self.request):
                     yield item
         finally:
@@ -167,9 +170,16 @@ class CompletionRun:
 
 
 def _merge(old: CompletionChoice, new: CompletionChoice) -> CompletionChoice:
-    logprobs = old.logprobs if new.logprobs is None else (new.logprobs if old.logprobs is None else _join(old.logprobs, new.logprobs))
+    logprobs = (
+        old.logprobs
+        if new.logprobs is None
+        else (new.logprobs if old.logprobs is None else _join(old.logprobs, new.logprobs))
+    )
     return CompletionChoice(
-        index=old.index, text=old.text + new.text, finish_reason=new.finish_reason or old.finish_reason, logprobs=logprobs
+        index=old.index,
+        text=old.text + new.text,
+        finish_reason=new.finish_reason or old.finish_reason,
+        logprobs=logprobs,
     )
 
 

@@ -35,9 +35,7 @@ class OpenAIErrorEnvelope:
                     what = "Unknown route" if status == 404 else "Method not allowed"
                     error = APIError(status, f"{what}: {scope.get('method', '')} {path}", code=_REWRITTEN[status])
                     response = error.response()
-                    await send(
-                        {"type": "http.response.start", "status": status, "headers": response.raw_headers}
-                    )
+                    await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
                     await send({"type": "http.response.body", "body": response.body})
                     return
             if rewriting:

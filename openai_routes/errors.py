@@ -139,4 +139,4 @@ def install_error_handlers(app: FastAPI) -> None:
         return APIError(exc.status_code, message, code=_HTTP_STATUS_CODES.get(exc.status_code)).response()
 
     for exc_class in (APIError, EngineInputError, EngineUnavailableError):
-        app.add_exception_handler(exc_class, _any)  # type: ignore[arg-type]
+        app.add_exception_handler(exc_class, _any)

@@ -9,14 +9,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from openai_routes.protocol.common import CompletionUsage, FinishReason, OpenAIModel, SamplingRequest
+from openai_routes.protocol.common import CompletionUsage, FinishReason, SamplingRequest
 
 TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 # Order matters: pydantic tries the union members left to right in "smart" mode.
-PromptField = str | Annotated[list[str], Field(min_length=1)] | Annotated[
-    list[TokenId], Field(min_length=1)
-] | Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1)]
+PromptField = (
+    str
+    | Annotated[list[str], Field(min_length=1)]
+    | Annotated[list[TokenId], Field(min_length=1)]
+    | Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1)]
+)
 
 
 class CompletionRequest(SamplingRequest):

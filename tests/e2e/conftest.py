@@ -1,0 +1,46 @@
+"""Session fixtures: one real ``bentoml serve`` (real vLLM engine, default config) for the whole e2e suite,
+driven by the official ``openai`` SDK with ``max_retries=0`` and by raw HTTP.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.server import Server, free_port
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log_path = Path(tmp_path_factory.mktemp("server")) / "serve.log"
+    srv = Server(port=free_port(), api_key=f"sk-test-{secrets.token_hex(16)}", log_path=log_path)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def aclient(server: Server) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def http(server: Server) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    with httpx.Client(base_url=server.base_url, headers=headers, timeout=120) as session:
+        yield session
+
+
+CHAT_MODEL = "smollm2-135m-instruct"

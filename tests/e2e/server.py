@@ -1,0 +1,121 @@
+"""Start and stop a real ``bentoml serve`` of this repository for the end-to-end tests.
+
+``bentoml serve`` renames itself ``circusd`` and runs each worker in its own process group, and a worker owns
+the vLLM engine processes. So stopping means: remember the whole process tree, SIGTERM the arbiter and wait
+(engines take seconds to shut down), SIGKILL whatever is left, and check that the port is free again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+BENTOML = Path(sys.executable).parent / "bentoml"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    """True when a server could bind the port (as uvicorn does, with SO_REUSEADDR: TIME_WAIT is fine)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class Server:
+    port: int
+    api_key: str
+    log_path: Path
+    config: str = "configs/default.yaml"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 600) -> None:
+        env = {**os.environ, "BENTO_OAI_API_KEYS": self.api_key, **self.extra_env}
+        command = [
+            str(BENTOML),
+            "serve",
+            "service:BentoOAI",
+            "--port",
+            str(self.port),
+            "--arg",
+            f"config={self.config}",
+        ]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited early; log tail:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        self.stop()
+        raise RuntimeError(f"server not ready after {timeout:.0f} s; log tail:\n{self.log_tail()}")
+
+    def tree(self) -> list[psutil.Process]:
+        if self.process is None:
+            return []
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self, grace: float = 90) -> float:
+        """SIGTERM the arbiter, wait for the whole tree, SIGKILL leftovers; return the seconds it took."""
+        started = time.monotonic()
+        processes = self.tree()
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        _, alive = psutil.wait_procs(processes, timeout=grace)
+        for process in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(alive, timeout=10)
+        if self.process is not None:
+            self.process.wait(timeout=10)
+        elapsed = time.monotonic() - started
+        deadline = time.monotonic() + 30
+        while not port_is_free(self.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"port {self.port} still busy after stopping the server")
+            time.sleep(0.5)
+        return elapsed
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

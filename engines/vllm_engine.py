@@ -199,16 +199,27 @@ class VLLMEmbedder(_VLLMEngine):
 
     @property
     def dimensions(self) -> int:
-        return int(self._llm.model_config.get_hidden_size())
+        return int(self._llm.model_config.embedding_size)
 
-    async def embed(self, prompt_token_ids: list[int], request_id: str) -> Embedding:
+    def accepts_dimensions(self, dimensions: int) -> bool:
+        config = self._llm.model_config
+        if dimensions == self.dimensions:
+            return True
+        if not config.is_matryoshka:
+            return False
+        sizes = config.matryoshka_dimensions
+        return dimensions in sizes if sizes else 1 <= dimensions <= self.dimensions
+
+    async def embed(self, prompt_token_ids: list[int], request_id: str, dimensions: int | None = None) -> Embedding:
         from vllm import PoolingParams
         from vllm.inputs import TokensPrompt
         from vllm.v1.engine.exceptions import EngineDeadError
 
         try:
             async for output in self._llm.encode(
-                TokensPrompt(prompt_token_ids=prompt_token_ids), PoolingParams(task="embed"), request_id
+                TokensPrompt(prompt_token_ids=prompt_token_ids),
+                PoolingParams(task="embed", dimensions=None if dimensions == self.dimensions else dimensions),
+                request_id,
             ):
                 if output.finished:
                     vector = output.outputs.data.tolist()

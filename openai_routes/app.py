@@ -5,6 +5,7 @@ Endpoints (reference: https://platform.openai.com/docs/api-reference):
 - ``GET  /v1/models``, ``GET /v1/models/{id}``: models.py
 - ``POST /v1/chat/completions``: chat.py (JSON or SSE stream)
 - ``POST /v1/completions``: completions.py (JSON or SSE stream)
+- ``POST /v1/embeddings``: embeddings.py
 
 Every route needs ``Authorization: Bearer <key>`` (auth.py); every error is OpenAI's envelope (errors.py).
 ``create_app`` takes everything the routes need as arguments: no module globals, no ``app.state``.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from openai_routes import chat, completions, models
+from openai_routes import chat, completions, embeddings, models
 from openai_routes.auth import APIKeyMiddleware, KeyRing
 from openai_routes.errors import install_error_handlers
 from openai_routes.limits import Limits
@@ -27,5 +28,6 @@ def create_app(registry: ModelRegistry, keyring: KeyRing, limits: Limits) -> Fas
     app.include_router(models.create_router(registry))
     app.include_router(chat.create_router(registry, limits))
     app.include_router(completions.create_router(registry, limits))
+    app.include_router(embeddings.create_router(registry, limits))
     app.add_middleware(APIKeyMiddleware, keyring=keyring)
     return app

@@ -121,6 +121,14 @@ class GenerateEngine(Engine, Protocol):
 @runtime_checkable
 class EmbedEngine(Engine, Protocol):
     @property
-    def dimensions(self) -> int: ...
+    def dimensions(self) -> int:
+        """The model's native output size."""
+        ...
 
-    async def embed(self, prompt_token_ids: list[int], request_id: str) -> Embedding: ...
+    def accepts_dimensions(self, dimensions: int) -> bool:
+        """Whether the model can output ``dimensions`` (its native size, or a Matryoshka size)."""
+        ...
+
+    async def embed(self, prompt_token_ids: list[int], request_id: str, dimensions: int | None = None) -> Embedding:
+        """One input's vector, pooled and normalised as the model's config says."""
+        ...

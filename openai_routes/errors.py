@@ -103,18 +103,33 @@ def as_api_error(exc: BaseException) -> APIError:
     return internal_error(request_id)
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _is_union_tag(part: object) -> bool:
+    """pydantic names the union member an error came from in ``loc`` (``str``, ``list[int]``, ...)."""
+    return isinstance(part, str) and (part in _TYPE_TAGS or any(c in part for c in "[(-,"))
+
+
 def validation_error(exc: RequestValidationError) -> APIError:
-    """First pydantic error as a 400: its field path becomes ``param``; the offending input is never echoed."""
+    """A pydantic error as a 400: its field path becomes ``param``; the offending input is never echoed.
+
+    Of several errors the deepest is reported (for a union, the member that got furthest explains best);
+    an error inside a union names the top-level field only.
+    """
     errors = exc.errors()
     if not errors:
         return bad_request("The request body is invalid.", None)
-    first = errors[0]
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    first = max(errors, key=lambda error: len(error.get("loc", ())))
     if first.get("type") == "json_invalid":
         return bad_request("The request body is not valid JSON.", None)
-    if not loc:
+    loc = [part for part in first.get("loc", ()) if part != "body"]
+    path = [str(part) for part in loc if not _is_union_tag(part)]
+    if len(path) < len(loc):
+        path = path[:1]
+    if not path:
         return bad_request("The request body must be a JSON object.", None)
-    param = ".".join(loc[:1]) + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
+    param = path[0] + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in path[1:])
     reason = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     return bad_request(f"Invalid value for '{param}': {reason}.", param=param)
 

@@ -18,10 +18,18 @@ class Limits(BaseModel):
         default=None, ge=1, description="Largest 'max_tokens'; none means the model's context length."
     )
     max_messages: int = Field(default=2048, ge=1, description="Most messages in one chat request.")
-    max_prompts: int = Field(default=256, ge=1, description="Most prompts (or inputs) in one batch request.")
+    max_prompts: int = Field(default=2048, ge=1, description="Most prompts (or inputs) in one batch request.")
 
 
-def check_request(limits: Limits, *, n: int, max_tokens: int | None, messages: int = 0, prompts: int = 1) -> None:
+def check_request(
+    limits: Limits,
+    *,
+    n: int,
+    max_tokens: int | None,
+    messages: int = 0,
+    prompts: int = 1,
+    prompts_param: str = "prompt",
+) -> None:
     if n > limits.max_n:
         raise bad_request(f"'n' must be at most {limits.max_n}.", param="n")
     if max_tokens is not None and limits.max_tokens is not None and max_tokens > limits.max_tokens:
@@ -29,7 +37,7 @@ def check_request(limits: Limits, *, n: int, max_tokens: int | None, messages: i
     if messages > limits.max_messages:
         raise bad_request(f"At most {limits.max_messages} messages are allowed.", param="messages")
     if prompts > limits.max_prompts:
-        raise bad_request(f"At most {limits.max_prompts} prompts are allowed in one request.", param="prompt")
+        raise bad_request(f"At most {limits.max_prompts} inputs are allowed in one request.", param=prompts_param)
 
 
 def completion_budget(

@@ -14,6 +14,27 @@ from openai_routes.engine import SamplingOptions
 
 INT64 = 2**63 - 1
 
+TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+# Text, texts, token ids or lists of token ids (completion prompts, embedding inputs).
+# Order matters: pydantic tries the union members left to right in "smart" mode.
+PromptField = (
+    str
+    | Annotated[list[str], Field(min_length=1)]
+    | Annotated[list[TokenId], Field(min_length=1)]
+    | Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1)]
+)
+
+
+def split_prompts(value: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
+    """A prompt field as a list of single prompts, each text or token ids."""
+    if isinstance(value, str):
+        return [value]
+    if all(isinstance(item, int) for item in value):
+        return [list(value)]  # type: ignore[arg-type]
+    return list(value)  # type: ignore[arg-type]
+
+
 StopField = Annotated[
     str | list[str] | None,
     Field(description="Up to 4 sequences where generation stops; the stop sequence is not returned."),

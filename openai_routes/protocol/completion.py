@@ -5,21 +5,11 @@ Reference: https://platform.openai.com/docs/api-reference/completions
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from openai_routes.protocol.common import CompletionUsage, FinishReason, SamplingRequest
-
-TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
-
-# Order matters: pydantic tries the union members left to right in "smart" mode.
-PromptField = (
-    str
-    | Annotated[list[str], Field(min_length=1)]
-    | Annotated[list[TokenId], Field(min_length=1)]
-    | Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1)]
-)
+from openai_routes.protocol.common import CompletionUsage, FinishReason, PromptField, SamplingRequest, split_prompts
 
 
 class CompletionRequest(SamplingRequest):
@@ -39,13 +29,7 @@ class CompletionRequest(SamplingRequest):
         return self
 
     def prompts(self) -> list[str | list[int]]:
-        """The prompt as a list of single prompts, each text or token ids."""
-        prompt = self.prompt
-        if isinstance(prompt, str):
-            return [prompt]
-        if all(isinstance(item, int) for item in prompt):
-            return [list(prompt)]  # type: ignore[arg-type]
-        return list(prompt)  # type: ignore[arg-type]
+        return split_prompts(self.prompt)
 
 
 class CompletionLogprobs(BaseModel):

@@ -4,6 +4,7 @@ driven by the official ``openai`` SDK with ``max_retries=0`` and by raw HTTP.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,13 @@ from tests.e2e.server import Server, free_port
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The real service; ``BENTO_OAI_E2E_PORT`` + ``BENTO_OAI_E2E_KEY`` reuse one already running (dev loop)."""
     log_path = Path(tmp_path_factory.mktemp("server")) / "serve.log"
+    if os.environ.get("BENTO_OAI_E2E_PORT"):
+        yield Server(
+            port=int(os.environ["BENTO_OAI_E2E_PORT"]), api_key=os.environ["BENTO_OAI_E2E_KEY"], log_path=log_path
+        )
+        return
     srv = Server(port=free_port(), api_key=f"sk-test-{secrets.token_hex(16)}", log_path=log_path)
     srv.start()
     try:

@@ -1,0 +1,73 @@
+"""``POST /v1/embeddings``: one vector per input, in input order, as floats or base64 (little-endian float32).
+
+Every input is submitted to the engine at once, so a batch is pooled in the engine's own batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+import uuid
+
+from fastapi import APIRouter
+
+from openai_routes.engine import EmbedEngine
+from openai_routes.errors import bad_request
+from openai_routes.limits import Limits, check_request
+from openai_routes.protocol.embeddings import (
+    CreateEmbeddingResponse,
+    Embedding,
+    EmbeddingCreateParams,
+    EmbeddingUsage,
+)
+from openai_routes.registry import ModelRegistry
+
+
+def encode_base64(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def input_tokens(engine: EmbedEngine, item: str | list[int]) -> list[int]:
+    """An input as token ids, checked against the model's maximum length (no silent truncation)."""
+    if isinstance(item, str) and not item:
+        raise bad_request("Inputs must not be empty strings.", "input")
+    token_ids = engine.tokenize(item) if isinstance(item, str) else item
+    if len(token_ids) > engine.max_model_len:
+        raise bad_request(
+            f"An input has {len(token_ids)} tokens; this model's maximum input length is {engine.max_model_len} "
+            "tokens. Please shorten the input.",
+            "input",
+            code="context_length_exceeded",
+        )
+    return token_ids
+
+
+def create_router(registry: ModelRegistry, limits: Limits) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/embeddings")
+    async def create_embeddings(request: EmbeddingCreateParams) -> CreateEmbeddingResponse:
+        _, engine = registry.embedder(request.model)
+        items = request.inputs()
+        check_request(limits, n=1, max_tokens=None, prompts=len(items), prompts_param="input")
+        if request.dimensions is not None and not engine.accepts_dimensions(request.dimensions):
+            raise bad_request(
+                f"The model `{request.model}` cannot output {request.dimensions} dimensions "
+                f"(it outputs {engine.dimensions}).",
+                "dimensions",
+            )
+        token_lists = [input_tokens(engine, item) for item in items]
+        request_id = f"embd-{uuid.uuid4().hex}"
+        results = await asyncio.gather(
+            *(engine.embed(ids, f"{request_id}-{i}", request.dimensions) for i, ids in enumerate(token_lists))
+        )
+        encode = encode_base64 if request.encoding_format == "base64" else list
+        prompt_tokens = sum(result.prompt_tokens for result in results)
+        return CreateEmbeddingResponse(
+            data=[Embedding(index=i, embedding=encode(result.vector)) for i, result in enumerate(results)],
+            model=request.model,
+            usage=EmbeddingUsage(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens),
+        )
+
+    return router

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from transformers import PreTrainedTokenizerBase
 
 from tests.e2e.server import Server, free_port
 
@@ -51,3 +52,12 @@ def http(server: Server) -> Iterator[httpx.Client]:
 
 
 CHAT_MODEL = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> PreTrainedTokenizerBase:
+    """The chat model's own tokenizer, read from the BentoML store: counts tokens independently of the server."""
+    import bentoml
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(bentoml.models.get(CHAT_MODEL).path)

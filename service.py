@@ -16,7 +16,7 @@ from typing import Any
 import bentoml
 from pydantic import BaseModel
 
-from bento_image import build_image
+from bento_image import build_envs, build_image
 from openai_routes.app import create_app
 from openai_routes.auth import KeyRing
 from openai_routes.envelope import OpenAIErrorEnvelope
@@ -24,6 +24,8 @@ from openai_routes.registry import ModelRegistry, ServedModel
 from settings import DEFAULT_CONFIG, ModelConfig, load_config
 
 logger = logging.getLogger("bento_oai")
+# Meta's repos also carry the original consolidated checkpoint (16 GB for Llama-3.1-8B); vLLM reads safetensors.
+HF_EXCLUDE = ["original/*", "*.pth"]
 
 
 class Args(BaseModel):
@@ -45,7 +47,9 @@ def model_reference(model: ModelConfig) -> Any:
     if model.source.bentoml:
         return bentoml.models.BentoModel(model.source.bentoml)
     if model.source.huggingface:
-        return bentoml.models.HuggingFaceModel(model.source.huggingface, revision=model.source.revision)
+        return bentoml.models.HuggingFaceModel(
+            model.source.huggingface, revision=model.source.revision, exclude=HF_EXCLUDE
+        )
     return None
 
 
@@ -64,8 +68,8 @@ class BentoOAIService:
             path = self.model_path(index, model)
             logger.info("starting the %s engine for %s (about a minute on CPU)", model.runner, model.id)
             started = time.monotonic()
-            kind = VLLMEmbedder if model.task == "embed" else VLLMGenerator
-            engine = kind(build_engine(path, model.engine, model.runner))
+            llm = build_engine(path, model.engine, model.runner)
+            engine = VLLMEmbedder(llm) if model.task == "embed" else VLLMGenerator(llm, model.tool_call_parser)
             self.engines.append(engine)
             registry.add(
                 ServedModel(model.id, model.task, engine, model.owned_by, int(time.time()), tuple(model.aliases))
@@ -99,6 +103,7 @@ for _index, _model in enumerate(CONFIG.models):
 BentoOAI = bentoml.service(
     name="bento-oai",
     image=build_image(CONFIG.platform),
+    envs=build_envs(CONFIG.platform, CONFIG.env),
     workers=1,
     traffic={"timeout": 3600},
     resources=CONFIG.resources or None,

@@ -48,6 +48,11 @@ class ModelConfig(StrictModel):
     owned_by: str = "bento-oai"
     source: ModelSource
     engine: dict[str, Any] = Field(default_factory=dict, description="vLLM AsyncEngineArgs fields.")
+    tool_call_parser: str | None = Field(
+        default=None,
+        description="vLLM tool-call parser for tool_choice 'auto' (e.g. llama3_json, hermes); without one the "
+        "model answers in text.",
+    )
 
     @property
     def runner(self) -> str:

@@ -16,7 +16,9 @@ from openai_routes.engine import (
     EngineUnavailableError,
     GenerationStep,
     OutputDelta,
+    ParsedToolCalls,
     SamplingOptions,
+    StructuredOutput,
     TokenLogprob,
 )
 
@@ -49,6 +51,15 @@ def _client_error(exc: Exception, param: str | None = None) -> EngineInputError 
     if isinstance(cause, (VLLMValidationError, ValueError)):
         return EngineInputError(str(cause).split(" (parameter=")[0], param)
     return None
+
+
+def _structured(structured: StructuredOutput | None, params_class: Any) -> Any:
+    # Tiny models loop on whitespace when a grammar allows any: JSON without free whitespace.
+    if structured is None:
+        return None
+    if structured.json_object:
+        return params_class(json_object=True, disable_any_whitespace=True)
+    return params_class(json=structured.json_schema, disable_any_whitespace=True)
 
 
 def build_engine(model_path: str, engine_args: dict[str, Any], runner: str) -> AsyncLLM:
@@ -90,12 +101,40 @@ class _VLLMEngine:
 
 
 class VLLMGenerator(_VLLMEngine):
-    """A chat/completion model on vLLM's generation runner."""
+    """A chat/completion model on vLLM's generation runner, with its tool-call parser if configured."""
 
-    def render_chat(self, messages: list[dict[str, Any]]) -> list[int]:
+    def __init__(self, llm: AsyncLLM, tool_call_parser: str | None = None) -> None:
+        super().__init__(llm)
+        self._tool_parser_class: Any = None
+        if tool_call_parser:
+            from vllm.tool_parsers import ToolParserManager
+
+            self._tool_parser_class = ToolParserManager.get_tool_parser(tool_call_parser)
+
+    @property
+    def has_tool_parser(self) -> bool:
+        return self._tool_parser_class is not None
+
+    def parse_tool_calls(self, text: str, tools: list[dict[str, Any]]) -> ParsedToolCalls:
+        """Run vLLM's parser for this model (it keeps per-request state, so one instance per output)."""
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+        if self._tool_parser_class is None:
+            return ParsedToolCalls(content=text, calls=[])
+        request = ChatCompletionRequest.model_validate({"model": "-", "messages": [], "tools": tools})
+        parser = self._tool_parser_class(self._tokenizer, request.tools)
+        info = parser.extract_tool_calls(text, request)
+        if not info.tools_called:
+            return ParsedToolCalls(content=text, calls=[])
+        calls = [(call.function.name, call.function.arguments) for call in info.tool_calls]
+        return ParsedToolCalls(content=info.content, calls=calls)
+
+    def render_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
         try:
             conversation: Any = messages
-            text = self._tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+            text = self._tokenizer.apply_chat_template(
+                conversation, tools=tools, tokenize=False, add_generation_prompt=True
+            )
         except Exception as exc:  # jinja2 raises its own errors for conversations the template rejects
             raise EngineInputError(f"The model's chat template rejected the messages: {exc}", "messages") from exc
         return self.tokenize(str(text), add_special_tokens=False)  # the template wrote them already
@@ -107,7 +146,7 @@ class VLLMGenerator(_VLLMEngine):
 
     def sampling_params(self, options: SamplingOptions) -> Any:
         from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         optional = {name: getattr(options, name) for name in _OPTIONAL_SAMPLING}
         if options.n > 1 and options.temperature == 0:
@@ -120,6 +159,8 @@ class VLLMGenerator(_VLLMEngine):
                 stop=list(options.stop),
                 ignore_eos=options.ignore_eos,
                 output_kind=RequestOutputKind.DELTA,
+                structured_outputs=_structured(options.structured, StructuredOutputsParams),
+                skip_special_tokens=not self.has_tool_parser,  # parsers look for special tokens like <tool_call>
                 **{name: value for name, value in optional.items() if value is not None},
             )
         except Exception as exc:

@@ -1,5 +1,7 @@
 """``POST /v1/chat/completions``: render the conversation with the model's chat template, generate, and
 answer as one ``chat.completion`` or as a stream of ``chat.completion.chunk`` events.
+
+Formats and tool calls are planned in ``tool_calls.py``; this module only runs the plan.
 """
 
 from __future__ import annotations
@@ -7,12 +9,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from openai_routes.engine import GenerationStep, OutputDelta, TokenLogprob
+from openai_routes.engine import GenerateEngine, GenerationStep, OutputDelta, TokenLogprob
 from openai_routes.limits import Limits, check_request, completion_budget
 from openai_routes.protocol.chat import (
     ChatChoice,
@@ -22,6 +25,8 @@ from openai_routes.protocol.chat import (
     ChatCompletionRequest,
     ChatTokenLogprob,
     ChoiceDelta,
+    ChoiceDeltaToolCall,
+    ChoiceDeltaToolCallFunction,
     ChoiceLogprobs,
     ChunkChoice,
     TopLogprob,
@@ -29,6 +34,7 @@ from openai_routes.protocol.chat import (
 from openai_routes.protocol.common import CompletionUsage, PromptTokensDetails
 from openai_routes.registry import ModelRegistry
 from openai_routes.streaming import Primed, prime, sse_response
+from openai_routes.tool_calls import AssistantOutput, OutputPlan, plan_output, read_output
 
 
 def chat_logprobs(logprobs: Sequence[TokenLogprob] | None) -> ChoiceLogprobs | None:
@@ -66,73 +72,120 @@ class ChoiceState:
         self.finish_reason = delta.finish_reason or self.finish_reason
 
 
-def usage(step: GenerationStep, completion_tokens: int) -> CompletionUsage:
-    return CompletionUsage(
-        prompt_tokens=step.prompt_tokens,
-        completion_tokens=completion_tokens,
-        total_tokens=step.prompt_tokens + completion_tokens,
-        prompt_tokens_details=PromptTokensDetails(cached_tokens=step.cached_tokens),
-    )
+class ChatRun:
+    """One chat request in the engine: its output plan, and its answer as one object or as chunks."""
 
+    def __init__(
+        self, request: ChatCompletionRequest, engine: GenerateEngine, plan: OutputPlan, tools: list[dict[str, Any]]
+    ) -> None:
+        self.request = request
+        self.engine = engine
+        self.plan = plan
+        self.tools = tools
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.states = [ChoiceState() for _ in range(request.n)]
+        self.last: GenerationStep | None = None
 
-async def collect(
-    steps: Primed[GenerationStep], request: ChatCompletionRequest, request_id: str, model: str
-) -> ChatCompletion:
-    states = [ChoiceState() for _ in range(request.n)]
-    last: GenerationStep | None = None
-    async for step in steps:
-        last = step
-        for delta in step.choices:
-            states[delta.index].add(delta)
-    assert last is not None
-    choices = [
-        ChatChoice(
-            index=i,
-            message=ChatCompletionMessage(content="".join(s.text)),
-            finish_reason=s.finish_reason or "stop",  # type: ignore[arg-type]
-            logprobs=chat_logprobs(s.logprobs) if request.logprobs else None,
+    def output(self, state: ChoiceState) -> AssistantOutput:
+        text = "".join(state.text)
+        finish: Literal["stop", "length"] = "length" if state.finish_reason == "length" else "stop"
+        parsed = self.engine.parse_tool_calls(text, self.tools) if self.plan.mode == "auto" else None
+        return read_output(self.plan, text, finish, parsed, self.request.parallel_tool_calls)
+
+    def logprobs(self, logprobs: Sequence[TokenLogprob] | None) -> ChoiceLogprobs | None:
+        return chat_logprobs(logprobs) if self.request.logprobs else None
+
+    def usage(self) -> CompletionUsage:
+        assert self.last is not None
+        completion_tokens = sum(state.tokens for state in self.states)
+        return CompletionUsage(
+            prompt_tokens=self.last.prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=self.last.prompt_tokens + completion_tokens,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=self.last.cached_tokens),
         )
-        for i, s in enumerate(states)
-    ]
-    return ChatCompletion(
-        id=request_id,
-        created=int(time.time()),
-        model=model,
-        choices=choices,
-        usage=usage(last, sum(s.tokens for s in states)),
-    )
 
-
-async def stream_chunks(
-    steps: Primed[GenerationStep], request: ChatCompletionRequest, request_id: str, model: str
-) -> AsyncIterator[ChatCompletionChunk]:
-    created = int(time.time())
-    states = [ChoiceState() for _ in range(request.n)]
-    last: GenerationStep | None = None
-    async for step in steps:
-        last = step
+    async def collect(self, steps: Primed[GenerationStep]) -> ChatCompletion:
+        async for step in steps:
+            self.last = step
+            for delta in step.choices:
+                self.states[delta.index].add(delta)
         choices = []
-        for delta in step.choices:
-            state = states[delta.index]
-            state.add(delta)
-            if not (delta.text or delta.finish_reason or delta.logprobs or not state.started):
-                continue
+        for index, state in enumerate(self.states):
+            output = self.output(state)
+            message = ChatCompletionMessage(content=output.content, tool_calls=output.tool_calls)
             choices.append(
-                ChunkChoice(
-                    index=delta.index,
-                    delta=ChoiceDelta(role=None if state.started else "assistant", content=delta.text),
-                    finish_reason=delta.finish_reason,
-                    logprobs=chat_logprobs(delta.logprobs) if request.logprobs else None,
+                ChatChoice(
+                    index=index,
+                    message=message,
+                    finish_reason=output.finish_reason,
+                    logprobs=self.logprobs(state.logprobs),
                 )
             )
-            state.started = True
-        if choices:
-            yield ChatCompletionChunk(id=request_id, created=created, model=model, choices=choices)
-    if request.include_usage and last is not None:
-        completion_tokens = sum(s.tokens for s in states)
-        yield ChatCompletionChunk(
-            id=request_id, created=created, model=model, choices=[], usage=usage(last, completion_tokens)
+        return ChatCompletion(
+            id=self.id, created=self.created, model=self.request.model, choices=choices, usage=self.usage()
         )
+
+    def chunk(self, choices: list[ChunkChoice], usage: CompletionUsage | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=self.id, created=self.created, model=self.request.model, choices=choices, usage=usage
+        )
+
+    async def stream(self, steps: Primed[GenerationStep]) -> AsyncIterator[ChatCompletionChunk]:
+        """Text streams token by token; a constrained tool call is sent once its choice has finished.
+        Each chunk carries one choice, as OpenAI sends them (clients often read only ``choices[0]``)."""
+        async for step in steps:
+            self.last = step
+            for delta in step.choices:
+                state = self.states[delta.index]
+                state.add(delta)
+                if self.plan.mode == "text":
+                    choices = self.text_delta(delta, state)
+                elif delta.finish_reason is not None:
+                    choices = self.finished_choice(delta.index, state)
+                else:
+                    continue
+                for choice in choices:
+                    yield self.chunk([choice])
+        if self.request.include_usage and self.last is not None:
+            yield self.chunk([], self.usage())
+
+    def text_delta(self, delta: OutputDelta, state: ChoiceState) -> list[ChunkChoice]:
+        if state.started and not (delta.text or delta.finish_reason or delta.logprobs):
+            return []
+        role: Literal["assistant"] | None = None if state.started else "assistant"
+        state.started = True
+        return [
+            ChunkChoice(
+                index=delta.index,
+                delta=ChoiceDelta(role=role, content=delta.text),
+                finish_reason=delta.finish_reason,
+                logprobs=self.logprobs(delta.logprobs),
+            )
+        ]
+
+    def finished_choice(self, index: int, state: ChoiceState) -> list[ChunkChoice]:
+        output = self.output(state)
+        if not output.tool_calls:
+            delta = ChoiceDelta(role="assistant", content=output.content)
+            return [ChunkChoice(index=index, delta=delta, finish_reason=output.finish_reason)]
+        choices = []
+        for number, call in enumerate(output.tool_calls):
+            head = ChoiceDeltaToolCall(
+                index=number,
+                id=call.id,
+                type="function",
+                function=ChoiceDeltaToolCallFunction(name=call.function.name, arguments=""),
+            )
+            body = ChoiceDeltaToolCall(
+                index=number, function=ChoiceDeltaToolCallFunction(arguments=call.function.arguments)
+            )
+            role: Literal["assistant"] | None = "assistant" if number == 0 else None
+            choices.append(ChunkChoice(index=index, delta=ChoiceDelta(role=role, tool_calls=[head])))
+            choices.append(ChunkChoice(index=index, delta=ChoiceDelta(tool_calls=[body])))
+        choices.append(ChunkChoice(index=index, delta=ChoiceDelta(), finish_reason="tool_calls"))
+        return choices
 
 
 def create_router(registry: ModelRegistry, limits: Limits) -> APIRouter:
@@ -142,7 +195,9 @@ def create_router(registry: ModelRegistry, limits: Limits) -> APIRouter:
     async def create_chat_completion(request: ChatCompletionRequest) -> ChatCompletion | Response:
         _, engine = registry.generator(request.model)
         check_request(limits, n=request.n, max_tokens=request.requested_max_tokens, messages=len(request.messages))
-        prompt_ids = engine.render_chat([message.template_dict() for message in request.messages])
+        tools = [tool.model_dump(exclude_none=True) for tool in request.tools or []]
+        messages = [message.template_dict() for message in request.messages]
+        prompt_ids = engine.render_chat(messages, tools or None)
         max_tokens = completion_budget(
             limits,
             prompt_tokens=len(prompt_ids),
@@ -150,11 +205,12 @@ def create_router(registry: ModelRegistry, limits: Limits) -> APIRouter:
             max_model_len=engine.max_model_len,
             param="messages",
         )
-        request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        options = request.sampling_options(max_tokens, request.engine_logprobs)
-        steps = await prime(engine.generate(prompt_ids, options, request_id))
+        plan = plan_output(request, engine.has_tool_parser)
+        options = replace(request.sampling_options(max_tokens, request.engine_logprobs), structured=plan.structured)
+        run = ChatRun(request, engine, plan, tools)
+        steps = await prime(engine.generate(prompt_ids, options, run.id))
         if request.stream:
-            return sse_response(stream_chunks(steps, request, request_id, request.model))
-        return await collect(steps, request, request_id, request.model)
+            return sse_response(run.stream(steps))
+        return await run.collect(steps)
 
     return router

@@ -56,6 +56,14 @@ class StructuredOutput:
 
 
 @dataclass(frozen=True)
+class ParsedToolCalls:
+    """What a model's tool-call parser found in a finished output."""
+
+    content: str | None
+    calls: list[tuple[str, str]]  # (function name, arguments as a JSON string)
+
+
+@dataclass(frozen=True)
 class TokenLogprob:
     token_id: int
     token: str
@@ -105,8 +113,17 @@ class Engine(Protocol):
 
 @runtime_checkable
 class GenerateEngine(Engine, Protocol):
-    def render_chat(self, messages: list[dict[str, Any]]) -> list[int]:
-        """Apply the model's chat template (with the generation prompt) and tokenize."""
+    @property
+    def has_tool_parser(self) -> bool:
+        """Whether a tool-call parser is configured for the model (``tool_choice: auto`` needs one)."""
+        ...
+
+    def render_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """Apply the model's chat template (with the generation prompt and the tools) and tokenize."""
+        ...
+
+    def parse_tool_calls(self, text: str, tools: list[dict[str, Any]]) -> ParsedToolCalls:
+        """Read tool calls out of a finished output with the configured parser."""
         ...
 
     def decode(self, token_ids: Sequence[int]) -> str: ...

@@ -127,8 +127,10 @@ def validation_error(exc: RequestValidationError) -> APIError:
     path = [str(part) for part in loc if not _is_union_tag(part)]
     if len(path) < len(loc):
         path = path[:1]
-    if not path:
+    if not path and first.get("type") in ("model_attributes_type", "dict_type", "model_type"):
         return bad_request("The request body must be a JSON object.", None)
+    if not path:
+        return bad_request(f"Invalid request: {first.get('msg', 'invalid value')}.", None)
     param = path[0] + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in path[1:])
     reason = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     return bad_request(f"Invalid value for '{param}': {reason}.", param=param)

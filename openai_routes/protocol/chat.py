@@ -5,11 +5,13 @@ Reference: https://platform.openai.com/docs/api-reference/chat
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from openai_routes.protocol.common import CompletionUsage, FinishReason, OpenAIModel, SamplingRequest
+from openai_routes.protocol.tools import ChatCompletionTool, NamedToolChoice, ResponseFormat, ToolChoice
 
 
 class TextPart(OpenAIModel):
@@ -26,6 +28,14 @@ class ToolCall(BaseModel):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
+
+    def template_dict(self) -> dict[str, Any]:
+        """As chat templates expect it: ``arguments`` parsed into a dict when it is JSON (as vLLM does)."""
+        try:
+            arguments: Any = json.loads(self.function.arguments)
+        except ValueError:
+            arguments = self.function.arguments
+        return {"id": self.id, "type": "function", "function": {"name": self.function.name, "arguments": arguments}}
 
 
 class ChatMessage(OpenAIModel):
@@ -56,24 +66,58 @@ class ChatMessage(OpenAIModel):
         if self.name:
             message["name"] = self.name
         if self.tool_calls:
-            message["tool_calls"] = [call.model_dump() for call in self.tool_calls]
+            message["tool_calls"] = [call.template_dict() for call in self.tool_calls]
         if self.tool_call_id:
             message["tool_call_id"] = self.tool_call_id
         return message
 
 
 class ChatCompletionRequest(SamplingRequest):
+    """Cross-field checks are field validators reading earlier fields, so errors carry the right ``param``."""
+
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
+    tools: list[ChatCompletionTool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
 
-    @model_validator(mode="after")
-    def _logprobs(self) -> ChatCompletionRequest:
-        if self.top_logprobs is not None and not self.logprobs:
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("logprobs"):
             raise ValueError("'top_logprobs' requires 'logprobs' to be true")
-        return self
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, value: list[ChatCompletionTool] | None) -> list[ChatCompletionTool] | None:
+        names = [tool.function.name for tool in value or []]
+        if len(set(names)) != len(names):
+            raise ValueError("tool names must be unique")
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _known_tool(cls, value: ToolChoice | None, info: ValidationInfo) -> ToolChoice | None:
+        names = {tool.function.name for tool in info.data.get("tools") or []}
+        if value == "required" and not names:
+            raise ValueError("'required' needs at least one tool in 'tools'")
+        if isinstance(value, NamedToolChoice) and value.function.name not in names:
+            raise ValueError(f"no tool named '{value.function.name}' in 'tools'")
+        return value
+
+    @property
+    def tool_mode(self) -> str:
+        """``none``, ``auto``, ``required`` or ``named``, with OpenAI's defaults."""
+        if not self.tools:
+            return "none"
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return "named"
+        return self.tool_choice or "auto"
 
     @property
     def requested_max_tokens(self) -> int | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from openai_routes.protocol.common import CompletionUsage, FinishReason, PromptField, SamplingRequest, split_prompts
 
@@ -20,13 +20,19 @@ class CompletionRequest(SamplingRequest):
     suffix: str | None = None
     best_of: int | None = Field(default=None, ge=1)
 
-    @model_validator(mode="after")
-    def _unsupported(self) -> CompletionRequest:
-        if self.suffix:
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, value: str | None) -> str | None:
+        if value:
             raise ValueError("'suffix' is not supported by this model")
-        if self.best_of is not None and self.best_of != self.n:
+        return value
+
+    @field_validator("best_of")
+    @classmethod
+    def _best_of(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value != info.data.get("n", 1):
             raise ValueError("'best_of' other than 'n' is not supported")
-        return self
+        return value
 
     def prompts(self) -> list[str | list[int]]:
         return split_prompts(self.prompt)

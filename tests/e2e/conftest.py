@@ -8,13 +8,16 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import openai
 import pytest
-from transformers import PreTrainedTokenizerBase
 
 from tests.e2e.server import Server, free_port
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @pytest.fixture(scope="session")

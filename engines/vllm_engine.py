@@ -54,19 +54,22 @@ def _client_error(exc: Exception, param: str | None = None) -> EngineInputError 
 
 
 def _structured(structured: StructuredOutput | None, params_class: Any) -> Any:
-    # Tiny models loop on whitespace when a grammar allows any: JSON without free whitespace.
     if structured is None:
         return None
     if structured.json_object:
-        return params_class(json_object=True, disable_any_whitespace=True)
-    return params_class(json=structured.json_schema, disable_any_whitespace=True)
+        return params_class(json_object=True)
+    return params_class(json=structured.json_schema)
 
 
 def build_engine(model_path: str, engine_args: dict[str, Any], runner: str) -> AsyncLLM:
     """Start an ``AsyncLLM`` (spawns the engine core process; about 30 s on CPU for the default model)."""
+    from vllm.config import StructuredOutputsConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
+    engine_args = dict(engine_args)
+    if isinstance(engine_args.get("structured_outputs_config"), dict):  # YAML gives a mapping
+        engine_args["structured_outputs_config"] = StructuredOutputsConfig(**engine_args["structured_outputs_config"])
     args = AsyncEngineArgs(model=model_path, runner=runner, **engine_args)  # type: ignore[arg-type]
     return AsyncLLM.from_engine_args(args)
 

@@ -1,0 +1,226 @@
+"""Structured outputs and tool calling on the default SmolLM2 model, enforced by constrained decoding."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import jsonschema
+import openai
+import pytest
+
+from tests.e2e.conftest import CHAT_MODEL
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "Get the current time in a timezone",
+        "parameters": {
+            "type": "object",
+            "properties": {"timezone": {"type": "string"}},
+            "required": ["timezone"],
+            "additionalProperties": False,
+        },
+    },
+}
+TOOLS: list[Any] = [WEATHER, TIME]
+PARAMETERS = {tool["function"]["name"]: tool["function"]["parameters"] for tool in TOOLS}
+ASK: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
+CAT_SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+def chat(client: openai.OpenAI, **kwargs: Any) -> Any:
+    kwargs.setdefault("messages", ASK)
+    kwargs.setdefault("max_tokens", 200)
+    return client.chat.completions.create(model=CHAT_MODEL, temperature=0, **kwargs)
+
+
+def assert_valid_calls(message: Any, names: set[str]) -> None:
+    assert message.content is None
+    assert message.tool_calls
+    for call in message.tool_calls:
+        assert call.type == "function" and call.id.startswith("call_")
+        assert call.function.name in names
+        jsonschema.validate(json.loads(call.function.arguments), PARAMETERS[call.function.name])
+    assert len({call.id for call in message.tool_calls}) == len(message.tool_calls)
+
+
+def test_json_object_is_one_parseable_object(client: openai.OpenAI) -> None:
+    for prompt in ("Describe a cat as JSON.", "List three colors.", "Hello!"):
+        reply = chat(client, messages=[{"role": "user", "content": prompt}], response_format={"type": "json_object"})
+        assert reply.choices[0].finish_reason == "stop"
+        assert isinstance(json.loads(reply.choices[0].message.content), dict)
+
+
+def test_json_schema_output_validates(client: openai.OpenAI) -> None:
+    reply = chat(
+        client,
+        messages=[{"role": "user", "content": "Describe a cat."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "cat", "schema": CAT_SCHEMA, "strict": True}},
+    )
+    jsonschema.validate(json.loads(reply.choices[0].message.content), CAT_SCHEMA)
+
+
+def test_json_schema_streamed_equals_plain(client: openai.OpenAI) -> None:
+    fmt: Any = {"type": "json_schema", "json_schema": {"name": "cat", "schema": CAT_SCHEMA}}
+    messages: Any = [{"role": "user", "content": "Describe a cat."}]
+    plain = chat(client, messages=messages, response_format=fmt).choices[0].message.content
+    stream = chat(client, messages=messages, response_format=fmt, stream=True)
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert streamed == plain
+
+
+@pytest.mark.parametrize(
+    ("response_format", "param"),
+    [
+        ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}, "response_format"),
+        ({"type": "json_schema"}, "response_format"),
+        ({"type": "yaml"}, "response_format"),
+    ],
+)
+def test_invalid_response_format_is_400(http: httpx.Client, response_format: Any, param: str) -> None:
+    body = {"model": CHAT_MODEL, "messages": ASK, "response_format": response_format}
+    response = http.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"].startswith(param)
+
+
+def test_tool_choice_none_answers_in_text(client: openai.OpenAI) -> None:
+    reply = chat(client, tools=TOOLS, tool_choice="none", max_tokens=20)
+    assert reply.choices[0].message.tool_calls is None
+    assert reply.choices[0].message.content
+    assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+def test_tool_choice_required_calls_a_tool_with_valid_arguments(client: openai.OpenAI) -> None:
+    reply = chat(client, tools=TOOLS, tool_choice="required")
+    assert reply.choices[0].finish_reason == "tool_calls"
+    assert_valid_calls(reply.choices[0].message, {"get_weather", "get_time"})
+
+
+def test_named_tool_choice_calls_exactly_that_tool(client: openai.OpenAI) -> None:
+    reply = chat(client, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "get_time"}})
+    assert reply.choices[0].finish_reason == "tool_calls"
+    assert_valid_calls(reply.choices[0].message, {"get_time"})
+    assert len(reply.choices[0].message.tool_calls) == 1
+
+
+def test_parallel_tool_calls_false_gives_at_most_one(client: openai.OpenAI) -> None:
+    messages: Any = [{"role": "user", "content": "Weather in Paris and in Rome, and the time in Tokyo?"}]
+    reply = chat(client, messages=messages, tools=TOOLS, tool_choice="required", parallel_tool_calls=False)
+    assert len(reply.choices[0].message.tool_calls) == 1
+    assert_valid_calls(reply.choices[0].message, {"get_weather", "get_time"})
+
+
+def test_auto_without_parser_answers_in_text(client: openai.OpenAI) -> None:
+    """The documented rule: the default model has no tool-call parser, so `auto` means a plain answer."""
+    reply = chat(client, tools=TOOLS, max_tokens=20)
+    assert reply.choices[0].message.tool_calls is None
+    assert reply.choices[0].message.content
+
+
+@pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
+def test_streamed_tool_calls_match_non_streamed(client: openai.OpenAI, tool_choice: Any) -> None:
+    plain = chat(client, tools=TOOLS, tool_choice=tool_choice).choices[0].message.tool_calls
+    calls: dict[int, dict[str, Any]] = {}
+    finish_reasons = []
+    for chunk in chat(client, tools=TOOLS, tool_choice=tool_choice, stream=True):
+        if not chunk.choices:
+            continue
+        choice = chunk.choices[0]
+        if choice.finish_reason:
+            finish_reasons.append(choice.finish_reason)
+        for delta in choice.delta.tool_calls or []:
+            if delta.index not in calls:  # the first delta of a call names it
+                assert delta.id and delta.id.startswith("call_") and delta.type == "function"
+                assert delta.function and delta.function.name
+                calls[delta.index] = {"name": delta.function.name, "arguments": ""}
+            else:
+                assert delta.id is None
+            calls[delta.index]["arguments"] += (delta.function and delta.function.arguments) or ""
+    assert finish_reasons == ["tool_calls"]
+    assert [(c["name"], c["arguments"]) for c in calls.values()] == [
+        (c.function.name, c.function.arguments) for c in plain
+    ]
+
+
+def test_follow_up_with_tool_results_is_answered(client: openai.OpenAI) -> None:
+    first = chat(client, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    call = first.choices[0].message.tool_calls[0]
+    messages: Any = [
+        *ASK,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.function.name, "arguments": call.function.arguments},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 21, "sky": "sunny"}'},
+    ]
+    reply = chat(client, messages=messages, tools=TOOLS, max_tokens=30)
+    assert reply.choices[0].message.content
+    assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize(
+    ("patch", "param"),
+    [
+        ({"tool_choice": {"type": "function", "function": {"name": "no_such_tool"}}}, "tool_choice"),
+        ({"tools": [{"type": "function", "function": {"name": "bad", "parameters": {"type": 12}}}]}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "has spaces"}}]}, "tools"),
+        ({"tools": [WEATHER, WEATHER]}, "tools"),
+        ({"tools": None, "tool_choice": "required"}, "tool_choice"),
+    ],
+    ids=["unknown-tool-choice", "malformed-schema", "bad-name", "duplicate-names", "required-without-tools"],
+)
+def test_bad_tools_are_400_with_param(http: httpx.Client, patch: dict[str, Any], param: str) -> None:
+    body = {"model": CHAT_MODEL, "messages": ASK, "tools": TOOLS, **patch}
+    response = http.post("/v1/chat/completions", json={k: v for k, v in body.items() if v is not None})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"].startswith(param)
+
+
+def test_langchain_bind_tools_and_structured_output(server: Any) -> None:
+    from langchain_core.messages import HumanMessage
+    from langchain_openai import ChatOpenAI
+    from pydantic import BaseModel
+
+    llm = ChatOpenAI(
+        model=CHAT_MODEL, base_url=f"{server.base_url}/v1", api_key=server.api_key, temperature=0, max_retries=0
+    )
+    bound = llm.bind_tools([WEATHER], tool_choice="get_weather")
+    message = bound.invoke([HumanMessage("What is the weather in Paris?")])
+    assert message.tool_calls and message.tool_calls[0]["name"] == "get_weather"
+    jsonschema.validate(message.tool_calls[0]["args"], PARAMETERS["get_weather"])
+
+    class Cat(BaseModel):
+        name: str
+        age: int
+
+    cat = llm.with_structured_output(Cat).invoke("Describe a cat.")
+    assert isinstance(cat, Cat)

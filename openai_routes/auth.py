@@ -69,7 +69,8 @@ class KeyRing:
 def read_keys(env_keys: str | None, keys_file: str | None) -> list[str]:
     keys = [key.strip() for key in (env_keys or "").split(",")]
     if keys_file:
-        keys += [line.strip() for line in Path(keys_file).read_text().splitlines() if not line.startswith("#")]
+        lines = [line.strip() for line in Path(keys_file).read_text().splitlines()]
+        keys += [line for line in lines if not line.startswith("#")]
     return [key for key in keys if key]
 
 

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from openai_routes.access import current
 from openai_routes.engine import GenerateEngine, GenerationStep, OutputDelta, TokenLogprob
+from openai_routes.generation import Generation
+from openai_routes.json_body import StrictJSONRoute
 from openai_routes.limits import Limits, check_request, completion_budget
+from openai_routes.metrics import ServerMetrics
 from openai_routes.protocol.chat import (
     ChatChoice,
     ChatCompletion,
@@ -33,7 +37,7 @@ from openai_routes.protocol.chat import (
 )
 from openai_routes.protocol.common import CompletionUsage, PromptTokensDetails
 from openai_routes.registry import ModelRegistry
-from openai_routes.streaming import Primed, prime, sse_response
+from openai_routes.streaming import sse_response
 from openai_routes.tool_calls import AssistantOutput, OutputPlan, plan_output, read_output
 
 
@@ -106,11 +110,14 @@ class ChatRun:
             prompt_tokens_details=PromptTokensDetails(cached_tokens=self.last.cached_tokens),
         )
 
-    async def collect(self, steps: Primed[GenerationStep]) -> ChatCompletion:
-        async for step in steps:
-            self.last = step
-            for delta in step.choices:
-                self.states[delta.index].add(delta)
+    async def collect(self, steps: Generation) -> ChatCompletion:
+        try:
+            async for step in steps:
+                self.last = step
+                for delta in step.choices:
+                    self.states[delta.index].add(delta)
+        finally:
+            await steps.aclose()
         choices = []
         for index, state in enumerate(self.states):
             output = self.output(state)
@@ -132,22 +139,25 @@ class ChatRun:
             id=self.id, created=self.created, model=self.request.model, choices=choices, usage=usage
         )
 
-    async def stream(self, steps: Primed[GenerationStep]) -> AsyncIterator[ChatCompletionChunk]:
+    async def stream(self, steps: Generation) -> AsyncGenerator[ChatCompletionChunk, None]:
         """Text streams token by token; a constrained tool call is sent once its choice has finished.
         Each chunk carries one choice, as OpenAI sends them (clients often read only ``choices[0]``)."""
-        async for step in steps:
-            self.last = step
-            for delta in step.choices:
-                state = self.states[delta.index]
-                state.add(delta)
-                if self.plan.mode == "text":
-                    choices = self.text_delta(delta, state)
-                elif delta.finish_reason is not None:
-                    choices = self.finished_choice(delta.index, state)
-                else:
-                    continue
-                for choice in choices:
-                    yield self.chunk([choice])
+        try:
+            async for step in steps:
+                self.last = step
+                for delta in step.choices:
+                    state = self.states[delta.index]
+                    state.add(delta)
+                    if self.plan.mode == "text":
+                        choices = self.text_delta(delta, state)
+                    elif delta.finish_reason is not None:
+                        choices = self.finished_choice(delta.index, state)
+                    else:
+                        continue
+                    for choice in choices:
+                        yield self.chunk([choice])
+        finally:
+            await steps.aclose()
         if self.request.include_usage and self.last is not None:
             yield self.chunk([], self.usage())
 
@@ -188,12 +198,13 @@ class ChatRun:
         return choices
 
 
-def create_router(registry: ModelRegistry, limits: Limits) -> APIRouter:
-    router = APIRouter()
+def create_router(registry: ModelRegistry, limits: Limits, metrics: ServerMetrics) -> APIRouter:
+    router = APIRouter(route_class=StrictJSONRoute)
 
     @router.post("/chat/completions", response_model=None)
     async def create_chat_completion(request: ChatCompletionRequest) -> ChatCompletion | Response:
-        _, engine = registry.generator(request.model)
+        served, engine = registry.generator(request.model)
+        current().model = served.id
         check_request(limits, n=request.n, max_tokens=request.requested_max_tokens, messages=len(request.messages))
         tools = [tool.model_dump(exclude_none=True) for tool in request.tools or []]
         messages = [message.template_dict() for message in request.messages]
@@ -208,7 +219,7 @@ def create_router(registry: ModelRegistry, limits: Limits) -> APIRouter:
         plan = plan_output(request, engine.has_tool_parser)
         options = replace(request.sampling_options(max_tokens, request.engine_logprobs), structured=plan.structured)
         run = ChatRun(request, engine, plan, tools)
-        steps = await prime(engine.generate(prompt_ids, options, run.id))
+        steps = await Generation(served.id, limits.request_timeout, metrics).start(engine, prompt_ids, options, run.id)
         if request.stream:
             return sse_response(run.stream(steps))
         return await run.collect(steps)

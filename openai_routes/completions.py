@@ -8,19 +8,29 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from openai_routes.access import current
 from openai_routes.engine import GenerateEngine, GenerationStep, TokenLogprob
 from openai_routes.errors import bad_request
+from openai_routes.generation import Generation
+from openai_routes.json_body import StrictJSONRoute
 from openai_routes.limits import Limits, check_request, completion_budget
+from openai_routes.metrics import ServerMetrics
 from openai_routes.protocol.common import CompletionUsage
-from openai_routes.protocol.completion import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
+from openai_routes.protocol.completion import (
+    DEFAULT_MAX_TOKENS,
+    Completion,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+)
 from openai_routes.registry import ModelRegistry
-from openai_routes.streaming import Primed, prime, sse_response
+from openai_routes.streaming import sse_response
 
 
 @dataclass
@@ -71,7 +81,7 @@ def echoed(
 
 
 async def prompt_choices(
-    steps: Primed[GenerationStep], prompt: Prompt, first_index: int, request: CompletionRequest
+    steps: Generation, prompt: Prompt, first_index: int, request: CompletionRequest
 ) -> AsyncIterator[tuple[GenerationStep, list[CompletionChoice]]]:
     """One prompt's choices, step by step, as ``CompletionChoice`` deltas (with the echoed prompt first)."""
     logprobs = [TextLogprobs() if request.logprobs is not None else None for _ in range(request.n)]
@@ -112,20 +122,28 @@ def _join(a: CompletionLogprobs, b: CompletionLogprobs) -> CompletionLogprobs:
 class CompletionRun:
     """The engine requests of one completion request, submitted together, read in prompt order."""
 
-    def __init__(self, request: CompletionRequest, engine: GenerateEngine, prompts: list[Prompt]) -> None:
+    def __init__(
+        self,
+        request: CompletionRequest,
+        engine: GenerateEngine,
+        prompts: list[Prompt],
+        generation: Callable[[], Generation],
+    ) -> None:
         self.request = request
         self.engine = engine
         self.prompts = prompts
+        self.generation = generation
         self.id = f"cmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
-        self.streams: list[Primed[GenerationStep]] = []
+        self.streams: list[Generation] = []
 
     async def submit(self, max_tokens: list[int]) -> None:
         request = self.request
         try:
             for i, (prompt, budget) in enumerate(zip(self.prompts, max_tokens, strict=True)):
                 options = request.sampling_options(budget, request.logprobs, echo_logprobs=request.echo)
-                self.streams.append(await prime(self.engine.generate(prompt.token_ids, options, f"{self.id}-{i}")))
+                steps = await self.generation().start(self.engine, prompt.token_ids, options, f"{self.id}-{i}")
+                self.streams.append(steps)
         except BaseException:
             for stream in self.streams:
                 await stream.aclose()
@@ -156,7 +174,7 @@ class CompletionRun:
         final = [merged[i] for i in sorted(merged)]
         return self.chunk(final, _usage(sum(prompt_tokens.values()), completion_tokens))
 
-    async def stream(self) -> AsyncIterator[Completion]:
+    async def stream(self) -> AsyncGenerator[Completion, None]:
         prompt_tokens: dict[int, int] = {}
         completion_tokens = 0
         async for step, choices in self.choices():
@@ -197,26 +215,30 @@ def to_prompt(engine: GenerateEngine, prompt: str | list[int]) -> Prompt:
     return Prompt(token_ids, text, engine.decode(token_ids[:1]))
 
 
-def create_router(registry: ModelRegistry, limits: Limits) -> APIRouter:
-    router = APIRouter()
+def create_router(registry: ModelRegistry, limits: Limits, metrics: ServerMetrics) -> APIRouter:
+    router = APIRouter(route_class=StrictJSONRoute)
 
     @router.post("/completions", response_model=None)
     async def create_completion(request: CompletionRequest) -> Completion | Response:
-        _, engine = registry.generator(request.model)
+        served, engine = registry.generator(request.model)
+        current().model = served.id
         raw = request.prompts()
-        check_request(limits, n=request.n, max_tokens=request.max_tokens, prompts=len(raw))
+        requested = request.max_tokens if "max_tokens" in request.model_fields_set else None
+        check_request(limits, n=request.n, max_tokens=requested, prompts=len(raw))
         prompts = [to_prompt(engine, p) for p in raw]
         budgets = [
             completion_budget(
                 limits,
                 prompt_tokens=len(p.token_ids),
-                requested=request.max_tokens,
+                requested=requested
+                if requested is not None
+                else min(DEFAULT_MAX_TOKENS, limits.max_tokens or DEFAULT_MAX_TOKENS),
                 max_model_len=engine.max_model_len,
                 param="prompt",
             )
             for p in prompts
         ]
-        run = CompletionRun(request, engine, prompts)
+        run = CompletionRun(request, engine, prompts, lambda: Generation(served.id, limits.request_timeout, metrics))
         await run.submit(budgets)
         if request.stream:
             return sse_response(run.stream())

@@ -12,9 +12,12 @@ import uuid
 
 from fastapi import APIRouter
 
+from openai_routes.access import current
 from openai_routes.engine import EmbedEngine
 from openai_routes.errors import bad_request
+from openai_routes.json_body import StrictJSONRoute
 from openai_routes.limits import Limits, check_request
+from openai_routes.metrics import ServerMetrics
 from openai_routes.protocol.embeddings import (
     CreateEmbeddingResponse,
     Embedding,
@@ -43,12 +46,13 @@ def input_tokens(engine: EmbedEngine, item: str | list[int]) -> list[int]:
     return token_ids
 
 
-def create_router(registry: ModelRegistry, limits: Limits) -> APIRouter:
-    router = APIRouter()
+def create_router(registry: ModelRegistry, limits: Limits, metrics: ServerMetrics) -> APIRouter:
+    router = APIRouter(route_class=StrictJSONRoute)
 
     @router.post("/embeddings")
     async def create_embeddings(request: EmbeddingCreateParams) -> CreateEmbeddingResponse:
-        _, engine = registry.embedder(request.model)
+        served, engine = registry.embedder(request.model)
+        current().model = served.id
         items = request.inputs()
         check_request(limits, n=1, max_tokens=None, prompts=len(items), prompts_param="input")
         if request.dimensions is not None and not engine.accepts_dimensions(request.dimensions):
@@ -64,6 +68,8 @@ def create_router(registry: ModelRegistry, limits: Limits) -> APIRouter:
         )
         encode = encode_base64 if request.encoding_format == "base64" else list
         prompt_tokens = sum(result.prompt_tokens for result in results)
+        current().prompt_tokens = prompt_tokens
+        metrics.prompt_tokens.labels(model=served.id).inc(prompt_tokens)
         return CreateEmbeddingResponse(
             data=[Embedding(index=i, embedding=encode(result.vector)) for i, result in enumerate(results)],
             model=request.model,

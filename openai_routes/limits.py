@@ -5,13 +5,15 @@ OpenAI's fixed bounds (temperature 0-2, top_logprobs 0-20, ...) are on the proto
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from openai_routes.errors import bad_request, context_length_exceeded
 
 
 class Limits(BaseModel):
-    """Per-request caps; configured under ``limits:`` in ``configs/*.yaml``."""
+    """Request caps and load limits; configured under ``limits:`` in ``configs/*.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
 
     max_n: int = Field(default=8, ge=1, description="Largest 'n' a request may ask for.")
     max_tokens: int | None = Field(
@@ -19,6 +21,12 @@ class Limits(BaseModel):
     )
     max_messages: int = Field(default=2048, ge=1, description="Most messages in one chat request.")
     max_prompts: int = Field(default=2048, ge=1, description="Most prompts (or inputs) in one batch request.")
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="Largest request body (413 beyond).")
+    max_in_flight: int = Field(default=64, ge=1, description="Requests running at once, per model.")
+    max_queued: int = Field(default=256, ge=0, description="Requests waiting for a slot, per model (429 beyond).")
+    retry_after: int = Field(default=1, ge=1, description="Seconds in the Retry-After header of a 429.")
+    request_timeout: float = Field(default=600, gt=0, description="Deadline of one request, in seconds (504).")
+    shutdown_grace: float = Field(default=30, ge=0, description="Seconds in-flight requests get after SIGTERM.")
 
 
 def check_request(

@@ -44,17 +44,20 @@ class ModelRegistry:
         """Every id and alias with the model it names, in configuration order."""
         return [(name, model) for model in self._models for name in (model.id, *model.aliases)]
 
+    def find(self, name: str) -> ServedModel | None:
+        return self._by_name.get(name)
+
     def get(self, name: str) -> ServedModel:
         model = self._by_name.get(name)
         if model is None:
             raise model_not_found(name)
         return model
 
-    def engines(self) -> list[Engine]:
-        return [model.engine for model in self._models]
+    def models(self) -> list[ServedModel]:
+        return list(self._models)
 
     def ready(self) -> bool:
-        return bool(self._models) and all(engine.is_healthy() for engine in self.engines())
+        return bool(self._models) and all(model.engine.is_healthy() for model in self._models)
 
     def _usable(self, name: str, task: Task) -> ServedModel:
         model = self.get(name)

@@ -107,7 +107,7 @@ class ChatCompletionRequest(SamplingRequest):
         if value == "required" and not names:
             raise ValueError("'required' needs at least one tool in 'tools'")
         if isinstance(value, NamedToolChoice) and value.function.name not in names:
-            raise ValueError(f"no tool named '{value.function.name}' in 'tools'")
+            raise ValueError("the named tool is not in 'tools'")
         return value
 
     @property

@@ -98,7 +98,7 @@ class SamplingRequest(OpenAIModel):
     @classmethod
     def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         for key in value or {}:
-            if not key.isdigit() or int(key) > INT64:
+            if not (key.isascii() and key.isdigit()) or int(key) > INT64:
                 raise ValueError("keys must be token ids (non-negative integers as strings)")
         return value
 

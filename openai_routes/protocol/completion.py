@@ -11,10 +11,12 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from openai_routes.protocol.common import CompletionUsage, FinishReason, PromptField, SamplingRequest, split_prompts
 
+DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions endpoint
+
 
 class CompletionRequest(SamplingRequest):
     prompt: PromptField
-    max_tokens: int = Field(default=16, ge=1)
+    max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1)
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=20)
     suffix: str | None = None

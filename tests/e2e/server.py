@@ -49,17 +49,22 @@ class Server:
     config: str = "configs/default.yaml"
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    target: str = "service:BentoOAI"  # or a built Bento's tag (its build-time config then wins over ``config``)
+    host: str = "127.0.0.1"
+    cwd: Path = ROOT  # a Bento needs no source tree: serve it from elsewhere to prove it
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 600) -> None:
         env = {**os.environ, "BENTO_OAI_API_KEYS": self.api_key, **self.extra_env}
         command = [
             str(BENTOML),
             "serve",
-            "service:BentoOAI",
+            self.target,
+            "--host",
+            self.host,
             "--port",
             str(self.port),
             "--arg",
@@ -67,7 +72,7 @@ class Server:
         ]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         self.wait_ready(timeout)
 

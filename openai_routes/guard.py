@@ -1,0 +1,119 @@
+"""Per-request protection as one plain ASGI middleware: body size, client disconnect, draining on shutdown.
+
+- The body is read here, counting bytes as they arrive (``Content-Length`` is not trusted): beyond the limit
+  the answer is 413 at once. The app then gets the body replayed.
+- This middleware alone listens for ``http.disconnect``; when the client goes away before the response is
+  complete, the request's task is cancelled, and the cancellation reaches ``AsyncLLM.generate``, which
+  aborts the request in the engine (streamed or not).
+- While the server drains (SIGTERM), new requests get 503 with ``Retry-After``; in-flight ones may finish
+  until the grace period ends, then they are cancelled (a stream ends with an error frame).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from openai_routes.errors import APIError, service_unavailable
+
+logger = logging.getLogger(__name__)
+
+BODY_KEY = "bento_oai.body"  # the request body, for middlewares further in (admission reads the model)
+
+
+class Drain:
+    """The set of in-flight request tasks, and the shutdown switch."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.draining = False
+
+    def begin(self, grace: float) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        logger.info("draining: %d request(s) in flight, grace %.0f s", len(self.tasks), grace)
+        asyncio.get_running_loop().call_later(grace, self.cancel_all)
+
+    def cancel_all(self) -> None:
+        if self.tasks:
+            logger.warning("grace period over: cancelling %d request(s)", len(self.tasks))
+        for task in self.tasks:
+            task.cancel()
+
+
+def too_large(limit: int) -> APIError:
+    return APIError(413, f"The request body is larger than {limit} bytes.", code="request_too_large")
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, drain: Drain) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.drain = drain
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.drain.draining:
+            await service_unavailable("The server is shutting down. Retry later.").response()(scope, receive, send)
+            return
+        body = await self.read_body(receive)
+        if body is None:
+            await too_large(self.max_body_bytes).response()(scope, receive, send)
+            return
+        scope[BODY_KEY] = body
+        await self.run(scope, body, receive, send)
+
+    async def read_body(self, receive: Receive) -> bytes | None:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return b""
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def run(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
+        disconnected = asyncio.Event()
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await disconnected.wait()
+            return {"type": "http.disconnect"}
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected.set()
+
+        async def call_app() -> None:
+            await self.app(scope, replay, send)
+
+        app_task = asyncio.create_task(call_app())
+        watcher = asyncio.create_task(watch())
+        self.drain.tasks.add(app_task)
+        try:
+            await asyncio.wait({app_task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not app_task.done():  # the client left: stop the work (aborts the engine request)
+                app_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await app_task
+        finally:
+            self.drain.tasks.discard(app_task)
+            for task in (app_task, watcher):
+                task.cancel()
+            await asyncio.gather(app_task, watcher, return_exceptions=True)

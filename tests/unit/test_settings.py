@@ -1,0 +1,109 @@
+"""Service configuration: every shipped config loads, and broken configs are refused with a reason."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from settings import DEFAULT_CONFIG, ROOT, ServiceConfig, load_config
+
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+MINIMAL: dict[str, Any] = {
+    "models": [
+        {"id": "chat", "aliases": ["c"], "source": {"bentoml": "chat-model"}},
+        {"id": "embed", "task": "embed", "source": {"huggingface": "org/embed"}},
+    ]
+}
+
+
+def write(tmp_path: Path, config: dict[str, Any]) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def with_changes(**changes: Any) -> dict[str, Any]:
+    config = copy.deepcopy(MINIMAL)
+    config.update(changes)
+    return config
+
+
+def test_there_are_configs() -> None:
+    assert ROOT / DEFAULT_CONFIG in CONFIGS
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[path.name for path in CONFIGS])
+def test_every_shipped_config_loads(path: Path) -> None:
+    config = load_config(path)
+    assert config.models
+    names = [name for model in config.models for name in (model.id, *model.aliases)]
+    assert len(names) == len(set(names))
+
+
+def test_relative_paths_are_resolved_from_the_project_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_config(DEFAULT_CONFIG) == load_config(ROOT / DEFAULT_CONFIG) == load_config()
+
+
+def test_default_config_serves_a_chat_and_an_embedding_model() -> None:
+    config = load_config()
+    assert {model.task for model in config.models} == {"chat", "embed"}
+    assert {model.runner for model in config.models} == {"generate", "pooling"}
+    assert config.auth.mode == "keys"
+
+
+def test_minimal_config_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    assert isinstance(config, ServiceConfig)
+    assert (config.platform, config.auth.mode, config.auth.keys_file) == ("cpu", "keys", None)
+    assert config.limits.max_n == 8 and config.limits.max_tokens is None
+    chat, embed = config.models
+    assert (chat.task, chat.runner, chat.owned_by, chat.source.revision) == ("chat", "generate", "bento-oai", "main")
+    assert (embed.runner, embed.source.huggingface) == ("pooling", "org/embed")
+
+
+def model(**fields: Any) -> dict[str, Any]:
+    return {"id": "m", "source": {"path": "/models/m"}, **fields}
+
+
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        (with_changes(models=[model(), model()]), "used twice: m"),
+        (with_changes(models=[model(id="a", aliases=["b"]), model(id="b")]), "used twice: b"),
+        (with_changes(models=[model(aliases=["m"])]), "used twice: m"),
+        (with_changes(models=[model(aliases=["x", "x"])]), "used twice: x"),
+        (with_changes(models=[model(source={"bentoml": "a", "huggingface": "org/a"})]), "exactly one"),
+        (with_changes(models=[model(source={"path": "/p", "bentoml": "a"})]), "exactly one"),
+        (with_changes(models=[model(source={})]), "exactly one"),
+        (with_changes(models=[model(source={"revision": "v1"})]), "exactly one"),
+        (with_changes(models=[model(source={"s3": "bucket/m"})]), "s3"),
+        (with_changes(models=[model(tasks="chat")]), "tasks"),
+        (with_changes(models=[model(task="rerank")]), "task"),
+        (with_changes(models=[model(id="")]), "id"),
+        (with_changes(models=[]), "models"),
+        (with_changes(modles=[]), "modles"),
+        (with_changes(auth={"mode": "open"}), "mode"),
+        (with_changes(auth={"keys": ["sk-committed"]}), "keys"),
+        (with_changes(limits={"max_n": 0}), "max_n"),
+        (with_changes(limits={"max_token": 100}), "max_token"),  # a typo must not silently lift the cap
+        (with_changes(platform="tpu"), "platform"),
+    ],
+)
+def test_invalid_configs_are_refused(tmp_path: Path, config: dict[str, Any], reason: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        load_config(write(tmp_path, config))
+    assert reason in str(info.value)
+
+
+def test_an_empty_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    with pytest.raises(ValidationError):
+        load_config(path)

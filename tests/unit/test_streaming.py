@@ -1,0 +1,172 @@
+"""SSE framing, late errors as error frames, and priming a stream so early errors are plain HTTP errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, cast
+
+import prometheus_client
+import pytest
+from pydantic import BaseModel
+
+from openai_routes.engine import EngineInputError, EngineUnavailableError, GenerationStep, SamplingOptions
+from openai_routes.errors import APIError
+from openai_routes.generation import Generation
+from openai_routes.metrics import ServerMetrics
+from openai_routes.streaming import DONE, frame, sse_frames, sse_response
+from tests.unit.fakes import FakeGenerateEngine
+
+
+class Event(BaseModel):
+    n: int
+    text: str = "é"
+
+
+async def events(count: int, error: BaseException | None = None) -> AsyncGenerator[BaseModel, None]:
+    for n in range(count):
+        yield Event(n=n)
+    if error is not None:
+        raise error
+
+
+async def collect(frames: AsyncIterator[bytes]) -> list[bytes]:
+    return [chunk async for chunk in frames]
+
+
+def payload(chunk: bytes) -> Any:
+    assert chunk.startswith(b"data: ") and chunk.endswith(b"\n\n")
+    return json.loads(chunk[6:-2])
+
+
+def steps(engine: FakeGenerateEngine, max_tokens: int = 8) -> AsyncGenerator[GenerationStep, None]:
+    return engine.generate([104, 105], SamplingOptions(max_tokens=max_tokens), "req-1")
+
+
+def test_frame_is_one_data_line() -> None:
+    assert frame(Event(n=1)) == b'data: {"n":1,"text":"\xc3\xa9"}\n\n'
+
+
+async def test_frames_end_with_done() -> None:
+    chunks = await collect(sse_frames(events(2)))
+    assert chunks == [frame(Event(n=0)), frame(Event(n=1)), b"data: [DONE]\n\n"]
+    assert DONE == b"data: [DONE]\n\n"
+
+
+async def test_empty_stream_is_just_done() -> None:
+    assert await collect(sse_frames(events(0))) == [DONE]
+
+
+@pytest.mark.parametrize(
+    ("error", "status_type", "code"),
+    [
+        (APIError(400, "bad", code="x", param="p"), "invalid_request_error", "x"),
+        (EngineInputError("bad input", param="prompt"), "invalid_request_error", None),
+        (EngineUnavailableError("gone"), "server_error", "service_unavailable"),
+        (RuntimeError("secret internals"), "server_error", None),
+    ],
+)
+async def test_exception_mid_stream_becomes_an_error_frame_then_done(
+    error: BaseException, status_type: str, code: str | None
+) -> None:
+    chunks = await collect(sse_frames(events(1, error)))
+    assert len(chunks) == 3
+    assert chunks[0] == frame(Event(n=0))
+    assert chunks[2] == DONE
+    body = payload(chunks[1])
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert (body["error"]["type"], body["error"]["code"]) == (status_type, code)
+    assert b"secret" not in chunks[1]
+
+
+def test_sse_response_headers() -> None:
+    response = sse_response(events(0))
+    assert response.media_type == "text/event-stream"
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-cache"
+
+
+def generation() -> Generation:
+    return Generation("fake", timeout=5, metrics=ServerMetrics.for_registry(prometheus_client.CollectorRegistry()))
+
+
+async def start(engine: FakeGenerateEngine) -> Generation:
+    """How the routes prime a stream: the engine's first step is awaited before any response exists."""
+    return await generation().start(engine, [104, 105], SamplingOptions(max_tokens=8), "req-1")
+
+
+async def test_start_runs_the_engine_to_its_first_step_only() -> None:
+    engine = FakeGenerateEngine()
+    primed = await start(engine)
+    [call] = engine.calls
+    assert (call.outcome, call.steps) == ("running", 1)
+    texts = [step.choices[0].text async for step in primed]
+    assert texts == ["Hello", ",", " world"]
+    assert call.outcome == "finished"
+    assert engine.num_in_flight() == 0
+
+
+@pytest.mark.parametrize("error", [EngineInputError("too long", param="prompt"), EngineUnavailableError("dead")])
+async def test_start_raises_early_errors(error: Exception) -> None:
+    engine = FakeGenerateEngine(error=error)
+    with pytest.raises(type(error)):
+        await start(engine)
+    assert engine.calls[0].steps == 0
+    assert engine.num_in_flight() == 0
+
+
+async def test_generation_yields_the_first_step_then_the_rest_and_aclose_closes_the_source() -> None:
+    engine = FakeGenerateEngine()
+    primed = await start(engine)
+    assert [delta.text for delta in (await anext(primed)).choices] == ["Hello"]
+    assert [delta.text for delta in (await anext(primed)).choices] == [","]
+    await primed.aclose()
+    assert engine.calls[0].outcome == "closed"
+    assert engine.num_in_flight() == 0
+    with pytest.raises(StopAsyncIteration):
+        await anext(primed)
+
+
+async def test_started_stream_closed_after_reading_closes_the_engine_request() -> None:
+    engine = FakeGenerateEngine()
+    primed = await start(engine)
+    await anext(primed)
+    await anext(primed)
+    await primed.aclose()
+    assert engine.calls[0].outcome == "closed"
+    assert engine.num_in_flight() == 0
+
+
+async def test_started_stream_closed_before_reading_closes_the_engine_request() -> None:
+    """A route may close a stream it only started (``CompletionRun.submit`` does when a later prompt fails).
+
+    Closing must reach the engine's generator even when no step was read after the first.
+    """
+    engine = FakeGenerateEngine()
+    primed = await start(engine)
+    await primed.aclose()
+    assert engine.calls[0].outcome == "closed"
+    assert engine.num_in_flight() == 0
+
+
+async def test_closing_the_sse_frames_closes_their_source() -> None:
+    """When the server stops iterating a response early, the event source (and so the engine request) must be
+    closed right away.
+
+    ``sse_frames`` leaves its source open on ``aclose``: the engine's generator is only finalized when garbage
+    collection reaches it, so until then the engine keeps generating for a client that is gone.
+    """
+    closed: list[bool] = []
+
+    async def source() -> AsyncGenerator[BaseModel, None]:
+        try:
+            for n in range(3):
+                yield Event(n=n)
+        finally:
+            closed.append(True)
+
+    frames = cast(AsyncGenerator[bytes, None], sse_frames(source()))
+    assert await anext(frames) == frame(Event(n=0))
+    await frames.aclose()
+    assert closed == [True]

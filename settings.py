@@ -73,6 +73,22 @@ class ServiceConfig(StrictModel):
     limits: Limits = Field(default_factory=Limits)
     env: dict[str, str] = Field(default_factory=dict, description="Environment for the engines, e.g. VLLM_*.")
     resources: dict[str, Any] = Field(default_factory=dict, description="BentoML resources (gpu, gpu_type, ...).")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS; empty (the default) means CORS stays off."
+    )
+
+    def http_config(self) -> dict[str, Any]:
+        """BentoML's ``http`` service option: CORS only for explicitly listed origins, never ``*`` by default."""
+        if not self.cors_origins:
+            return {}
+        cors = {
+            "enabled": True,
+            "access_control_allow_origins": self.cors_origins,
+            "access_control_allow_methods": ["GET", "POST", "OPTIONS"],
+            "access_control_allow_headers": ["Authorization", "Content-Type", "X-Request-Id"],
+            "access_control_expose_headers": ["X-Request-Id", "Retry-After"],
+        }
+        return {"cors": cors}
 
     @model_validator(mode="after")
     def _unique_names(self) -> ServiceConfig:

@@ -1,0 +1,1 @@
+"""Load generator and peer comparison for `make bench` (not part of the service)."""

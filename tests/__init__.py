@@ -1,0 +1,1 @@
+"""bento-oai tests: ``unit`` (no engine) and ``e2e`` (real ``bentoml serve``, real vLLM engine)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +20,14 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
+def announcer(config: pytest.Config) -> Callable[[str], None]:
+    """Write progress to the terminal even while pytest captures output."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    return (lambda line: reporter.write_line(f"[e2e] {line}")) if reporter else print
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Server]:
     """The real service; ``BENTO_OAI_E2E_PORT`` + ``BENTO_OAI_E2E_KEY`` reuse one already running (dev loop)."""
     log_path = Path(tmp_path_factory.mktemp("server")) / "serve.log"
     if os.environ.get("BENTO_OAI_E2E_PORT"):
@@ -29,7 +35,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             port=int(os.environ["BENTO_OAI_E2E_PORT"]), api_key=os.environ["BENTO_OAI_E2E_KEY"], log_path=log_path
         )
         return
-    srv = Server(port=free_port(), api_key=f"sk-test-{secrets.token_hex(16)}", log_path=log_path)
+    srv = Server(
+        port=free_port(),
+        api_key=f"sk-test-{secrets.token_hex(16)}",
+        log_path=log_path,
+        announce=announcer(pytestconfig),
+    )
     srv.start()
     try:
         yield srv

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,7 @@ class Server:
     target: str = "service:BentoOAI"  # or a built Bento's tag (its build-time config then wins over ``config``)
     host: str = "127.0.0.1"
     cwd: Path = ROOT  # a Bento needs no source tree: serve it from elsewhere to prove it
+    announce: Callable[[str], None] = print  # progress lines: engine start is long, never a silent terminal
 
     @property
     def base_url(self) -> str:
@@ -70,11 +72,16 @@ class Server:
             "--arg",
             f"config={self.config}",
         ]
+        self.announce(
+            f"starting `bentoml serve {self.target}` ({self.config}) on port {self.port}; engines take ~1 min"
+        )
+        started = time.monotonic()
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 command, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         self.wait_ready(timeout)
+        self.announce(f"server on port {self.port} ready in {time.monotonic() - started:.0f} s")
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -26,9 +26,12 @@ class Generation:
     """One engine request's steps, metered and bounded by a deadline. Closing it aborts the engine request."""
 
     def __init__(self, model: str, timeout: float, metrics: ServerMetrics) -> None:
-        self.model = model
         self.timeout = timeout
-        self.metrics = metrics
+        # Labelled children looked up once, not per step.
+        self.ttft = metrics.ttft.labels(model=model)
+        self.itl = metrics.itl.labels(model=model)
+        self.generated = metrics.generation_tokens.labels(model=model)
+        self.prompted = metrics.prompt_tokens.labels(model=model)
         self.started = time.perf_counter()
         self.deadline = asyncio.get_running_loop().time() + timeout
         self.last_step = self.started
@@ -72,14 +75,14 @@ class Generation:
         new_tokens = sum(len(delta.token_ids) for delta in step.choices)
         if new_tokens:
             if self.tokens == 0:
-                self.metrics.ttft.labels(model=self.model).observe(now - self.started)
+                self.ttft.observe(now - self.started)
             else:
-                self.metrics.itl.labels(model=self.model).observe((now - self.last_step) / new_tokens)
+                self.itl.observe((now - self.last_step) / new_tokens)
             self.last_step = now
         self.tokens += new_tokens
-        self.metrics.generation_tokens.labels(model=self.model).inc(new_tokens)
+        self.generated.inc(new_tokens)
         context = current()
         context.completion_tokens += new_tokens
         if step.finished:
-            self.metrics.prompt_tokens.labels(model=self.model).inc(step.prompt_tokens)
+            self.prompted.inc(step.prompt_tokens)
             context.prompt_tokens += step.prompt_tokens

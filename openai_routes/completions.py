@@ -136,6 +136,8 @@ class CompletionRun:
         self.id = f"cmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.streams: list[Generation] = []
+        self.prompt_tokens: dict[int, int] = {}
+        self.completion_tokens = 0
 
     async def submit(self, max_tokens: list[int]) -> None:
         request = self.request
@@ -149,11 +151,12 @@ class CompletionRun:
                 await stream.aclose()
             raise
 
-    async def choices(self) -> AsyncIterator[tuple[GenerationStep, list[CompletionChoice]]]:
+    async def choices(self) -> AsyncIterator[list[CompletionChoice]]:
         try:
             for i, (stream, prompt) in enumerate(zip(self.streams, self.prompts, strict=True)):
-                async for item in prompt_choices(stream, prompt, i * self.request.n, self.request):
-                    yield item
+                async for step, choices in prompt_choices(stream, prompt, i * self.request.n, self.request):
+                    self.count(i, step)
+                    yield choices
         finally:
             for stream in self.streams:
                 await stream.aclose()
@@ -161,30 +164,33 @@ class CompletionRun:
     def chunk(self, choices: list[CompletionChoice], usage: CompletionUsage | None = None) -> Completion:
         return Completion(id=self.id, created=self.created, model=self.request.model, choices=choices, usage=usage)
 
+    def count(self, prompt_index: int, step: GenerationStep) -> None:
+        self.prompt_tokens[prompt_index] = step.prompt_tokens
+        self.completion_tokens += sum(len(delta.token_ids) for delta in step.choices)
+
+    def usage(self) -> CompletionUsage:
+        prompt_tokens = sum(self.prompt_tokens.values())
+        return CompletionUsage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=prompt_tokens + self.completion_tokens,
+        )
+
     async def collect(self) -> Completion:
         merged: dict[int, CompletionChoice] = {}
-        prompt_tokens: dict[int, int] = {}
-        completion_tokens = 0
-        async for step, choices in self.choices():
-            completion_tokens += sum(len(delta.token_ids) for delta in step.choices)
+        async for choices in self.choices():
             for choice in choices:
-                prompt_tokens[choice.index // self.request.n] = step.prompt_tokens
                 old = merged.get(choice.index)
                 merged[choice.index] = choice if old is None else _merge(old, choice)
-        final = [merged[i] for i in sorted(merged)]
-        return self.chunk(final, _usage(sum(prompt_tokens.values()), completion_tokens))
+        return self.chunk([merged[i] for i in sorted(merged)], self.usage())
 
     async def stream(self) -> AsyncGenerator[Completion, None]:
-        prompt_tokens: dict[int, int] = {}
-        completion_tokens = 0
-        async for step, choices in self.choices():
-            completion_tokens += sum(len(delta.token_ids) for delta in step.choices)
+        """One choice per chunk, as OpenAI sends them."""
+        async for choices in self.choices():
             for choice in choices:
-                prompt_tokens[choice.index // self.request.n] = step.prompt_tokens
-            if choices:
-                yield self.chunk(choices)
+                yield self.chunk([choice])
         if self.request.include_usage:
-            yield self.chunk([], _usage(sum(prompt_tokens.values()), completion_tokens))
+            yield self.chunk([], self.usage())
 
 
 def _merge(old: CompletionChoice, new: CompletionChoice) -> CompletionChoice:
@@ -198,12 +204,6 @@ def _merge(old: CompletionChoice, new: CompletionChoice) -> CompletionChoice:
         text=old.text + new.text,
         finish_reason=new.finish_reason or old.finish_reason,
         logprobs=logprobs,
-    )
-
-
-def _usage(prompt_tokens: int, completion_tokens: int) -> CompletionUsage:
-    return CompletionUsage(
-        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens
     )
 
 

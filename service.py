@@ -135,6 +135,9 @@ BentoOAI = bentoml.service(
     traffic={"timeout": 3600},
     resources=CONFIG.resources or None,
     http=CONFIG.http_config(),
+    # BentoML's OpenTelemetry middleware makes a span per ASGI message: one per streamed token. Traces are off
+    # by default anyway (sample rate 0), so /v1 skips it; see the profile in benchmarks/results/latest.md.
+    tracing={"excluded_urls": ["/v1/"]},
     logging={"access": {"enabled": False}},  # openai_routes.access logs each request, with its request id
 )(bentoml.asgi_app(app, path="/v1")(BentoOAIService))
 # The first added runs outermost: request ids and the access line cover the rewritten 404/405s too.

@@ -20,6 +20,7 @@ import bentoml
 from pydantic import BaseModel
 
 from bento_image import build_envs, build_image
+from engines.processes import descendants, reap, start_watchdog
 from openai_routes.access import AccessLog
 from openai_routes.app import create_app
 from openai_routes.auth import KeyRing
@@ -34,6 +35,9 @@ for _name in ("bento_oai", "openai_routes", "engines"):  # BentoML leaves other 
     logging.getLogger(_name).setLevel(logging.INFO)
 # Meta's repos also carry the original consolidated checkpoint (16 GB for Llama-3.1-8B); vLLM reads safetensors.
 HF_EXCLUDE = ["original/*", "*.pth"]
+
+
+SHUTDOWN_MARGIN = 15  # seconds beyond the grace before the watchdog ends a hung shutdown
 
 
 class Args(BaseModel):
@@ -54,6 +58,8 @@ def drain_on_sigterm() -> None:
     previous = signal.getsignal(signal.SIGTERM)
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        if not drain.draining:
+            start_watchdog(CONFIG.limits.shutdown_grace + SHUTDOWN_MARGIN)
         loop.call_soon_threadsafe(drain.begin, CONFIG.limits.shutdown_grace)
         if callable(previous):
             previous(signum, frame)
@@ -92,7 +98,9 @@ class BentoOAIService:
             path = self.model_path(index, model)
             logger.info("starting the %s engine for %s (about a minute on CPU)", model.runner, model.id)
             started = time.monotonic()
-            llm = build_engine(path, model.engine, model.runner)
+            # circus signals the engine processes too: let them finish in-flight work for the same grace.
+            engine_args = {"shutdown_timeout": int(CONFIG.limits.shutdown_grace), **model.engine}
+            llm = build_engine(path, engine_args, model.runner)
             engine = VLLMEmbedder(llm) if model.task == "embed" else VLLMGenerator(llm, model.tool_call_parser)
             self.engines.append(engine)
             registry.add(
@@ -108,16 +116,18 @@ class BentoOAIService:
 
     @bentoml.on_shutdown
     def stop_engines(self) -> None:
+        processes = descendants()
         registry.clear()
         for engine in self.engines:
             engine.shutdown()
         self.engines.clear()
+        reap(processes)
 
     def __metrics__(self, text: str) -> str:
         return text + engine_gauges(registry)
 
     def __is_ready__(self) -> bool:
-        return registry.ready()
+        return registry.ready() and not drain.draining
 
     def __is_alive__(self) -> bool:
         return all(engine.is_healthy() for engine in self.engines)

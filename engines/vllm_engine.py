@@ -92,7 +92,7 @@ class _VLLMEngine:
         return not self._llm.errored
 
     def num_in_flight(self) -> int:
-        return int(self._llm.get_num_unfinished_requests())
+        return 0 if self._llm.errored else int(self._llm.get_num_unfinished_requests())
 
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens))
@@ -184,6 +184,9 @@ class VLLMGenerator(_VLLMEngine):
         k = options.logprobs or 0
         try:
             async for output in self._llm.generate(TokensPrompt(prompt_token_ids=prompt_token_ids), params, request_id):
+                if any(choice.finish_reason == "abort" for choice in output.outputs):
+                    # Our own aborts close this generator first; an abort seen here came from the engine.
+                    raise EngineUnavailableError("the engine aborted the request")
                 yield GenerationStep(
                     choices=[
                         self._delta(choice, k if options.logprobs is not None else None) for choice in output.outputs

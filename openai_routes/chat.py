@@ -205,7 +205,13 @@ def create_router(registry: ModelRegistry, limits: Limits, metrics: ServerMetric
     async def create_chat_completion(request: ChatCompletionRequest) -> ChatCompletion | Response:
         served, engine = registry.generator(request.model)
         current().model = served.id
-        check_request(limits, n=request.n, max_tokens=request.requested_max_tokens, messages=len(request.messages))
+        check_request(
+            limits,
+            n=request.n,
+            max_tokens=request.requested_max_tokens,
+            messages=len(request.messages),
+            max_tokens_param="max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens",
+        )
         tools = [tool.model_dump(exclude_none=True) for tool in request.tools or []]
         messages = [message.template_dict() for message in request.messages]
         prompt_ids = engine.render_chat(messages, tools or None)

@@ -37,11 +37,12 @@ def check_request(
     messages: int = 0,
     prompts: int = 1,
     prompts_param: str = "prompt",
+    max_tokens_param: str = "max_tokens",
 ) -> None:
     if n > limits.max_n:
         raise bad_request(f"'n' must be at most {limits.max_n}.", param="n")
     if max_tokens is not None and limits.max_tokens is not None and max_tokens > limits.max_tokens:
-        raise bad_request(f"'max_tokens' must be at most {limits.max_tokens}.", param="max_tokens")
+        raise bad_request(f"'{max_tokens_param}' must be at most {limits.max_tokens}.", param=max_tokens_param)
     if messages > limits.max_messages:
         raise bad_request(f"At most {limits.max_messages} messages are allowed.", param="messages")
     if prompts > limits.max_prompts:

@@ -1,0 +1,133 @@
+"""Helpers for the reliability tests: the engine's own request count (read from ``/metrics``), bounded polling,
+SSE frames read off the wire, OpenAI's error envelope and the resource figures of the server's process tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from tests.e2e.server import Server, free_port
+
+ENGINE_GAUGE = "bento_oai_engine_requests_running"
+
+
+def engine_running(base_url: str, model: str) -> int:
+    """The engine's own count of unfinished requests for ``model`` (not our layer's bookkeeping)."""
+    return engine_running_in(httpx.get(f"{base_url}/metrics", timeout=30).text, model)
+
+
+def engine_running_in(text: str, model: str) -> int:
+    """The engine gauge for ``model`` in the text of a ``/metrics`` answer."""
+    match = re.search(rf'^{ENGINE_GAUGE}{{model="{re.escape(model)}"}} (\S+)$', text, re.MULTILINE)
+    assert match is not None, f"{ENGINE_GAUGE} for {model} missing from /metrics"
+    return int(float(match.group(1)))
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> float:
+    """Poll ``condition`` until it holds; return the seconds it took, or fail after ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        time.sleep(interval)
+    return time.monotonic() - started
+
+
+def wait_engine_idle(server: Server, model: str, timeout: float = 10) -> float:
+    """Seconds until the engine has no unfinished request for ``model`` (fails beyond ``timeout``)."""
+    return wait_for(lambda: engine_running(server.base_url, model) == 0, timeout, f"{model}'s engine idle")
+
+
+def sse_payloads(lines: Iterable[str]) -> list[str]:
+    """The ``data:`` payloads of an SSE stream, in order (comments and blank lines skipped)."""
+    return [line.removeprefix("data:").strip() for line in lines if line.startswith("data:")]
+
+
+def error_frames(payloads: list[str]) -> list[dict[str, Any]]:
+    """The ``error`` objects of error frames among a stream's payloads."""
+    events = [json.loads(payload) for payload in payloads if payload != "[DONE]"]
+    return [event["error"] for event in events if "error" in event]
+
+
+def envelope(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The ``error`` object of an OpenAI error response, after checking status, media type and shape."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert list(body) == ["error"], body
+    error = body["error"]
+    assert isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["message"], str) and error["message"]
+    return error
+
+
+@dataclass(frozen=True)
+class TreeFigures:
+    """Resource use of the server's whole process tree (arbiter, worker, engine processes)."""
+
+    processes: int
+    rss_mb: float
+    threads: int
+    fds: int
+
+    def __str__(self) -> str:
+        return f"{self.processes} processes, RSS {self.rss_mb:.0f} MB, {self.threads} threads, {self.fds} fds"
+
+
+def tree_figures(server: Server) -> TreeFigures:
+    rss, threads, fds, processes = 0, 0, 0, 0
+    for process in server.tree():
+        try:
+            with process.oneshot():
+                rss += process.memory_info().rss
+                threads += process.num_threads()
+                fds += process.num_fds()
+            processes += 1
+        except psutil.NoSuchProcess:
+            continue
+    return TreeFigures(processes=processes, rss_mb=rss / 2**20, threads=threads, fds=fds)
+
+
+def still_alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of ``processes`` still running (zombies count as gone: they hold nothing)."""
+    alive = []
+    for process in processes:
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+@contextlib.contextmanager
+def own_server(config: str, log_dir: Path) -> Iterator[Server]:
+    """A server of its own for one test module; on the way out, no process it ever had may survive.
+
+    ``Server.stop`` walks the tree as it is then; an engine process orphaned earlier (its EngineCore died or
+    exited first) has left that tree, so the processes are remembered from the start.
+    """
+    key = f"sk-test-{secrets.token_hex(16)}"
+    server = Server(port=free_port(), api_key=key, log_path=log_dir / "serve.log", config=config)
+    server.start()
+    processes = server.tree()
+    try:
+        yield server
+    finally:
+        server.stop()
+        _, alive = psutil.wait_procs(processes, timeout=15)
+        strays = still_alive(alive)
+        for process in strays:
+            process.kill()
+        assert not strays, f"processes of the server left running after it stopped: {strays}"

@@ -45,7 +45,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
     try:
         yield srv
     finally:
-        srv.stop()
+        seconds = srv.stop()
+        assert not srv.killed, f"processes left running after SIGTERM: {srv.killed}"
+        assert seconds < 60, f"the server took {seconds:.0f} s to stop"
 
 
 @pytest.fixture(scope="session")

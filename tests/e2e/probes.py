@@ -99,35 +99,18 @@ def tree_figures(server: Server) -> TreeFigures:
     return TreeFigures(processes=processes, rss_mb=rss / 2**20, threads=threads, fds=fds)
 
 
-def still_alive(processes: list[psutil.Process]) -> list[psutil.Process]:
-    """Those of ``processes`` still running (zombies count as gone: they hold nothing)."""
-    alive = []
-    for process in processes:
-        try:
-            if process.status() != psutil.STATUS_ZOMBIE:
-                alive.append(process)
-        except psutil.NoSuchProcess:
-            continue
-    return alive
-
-
 @contextlib.contextmanager
 def own_server(config: str, log_dir: Path) -> Iterator[Server]:
     """A server of its own for one test module; on the way out, no process it ever had may survive.
 
-    ``Server.stop`` walks the tree as it is then; an engine process orphaned earlier (its EngineCore died or
-    exited first) has left that tree, so the processes are remembered from the start.
+    ``Server.stop`` also covers processes orphaned earlier (remembered from the start) and records what it
+    had to kill.
     """
     key = f"sk-test-{secrets.token_hex(16)}"
     server = Server(port=free_port(), api_key=key, log_path=log_dir / "serve.log", config=config)
     server.start()
-    processes = server.tree()
     try:
         yield server
     finally:
         server.stop()
-        _, alive = psutil.wait_procs(processes, timeout=15)
-        strays = still_alive(alive)
-        for process in strays:
-            process.kill()
-        assert not strays, f"processes of the server left running after it stopped: {strays}"
+        assert not server.killed, f"processes of the server left running after it stopped: {server.killed}"

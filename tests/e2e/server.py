@@ -42,6 +42,18 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def still_alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of ``processes`` still running (zombies count as gone: they hold nothing)."""
+    alive = []
+    for process in processes:
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
 @dataclass
 class Server:
     port: int
@@ -54,6 +66,8 @@ class Server:
     host: str = "127.0.0.1"
     cwd: Path = ROOT  # a Bento needs no source tree: serve it from elsewhere to prove it
     announce: Callable[[str], None] = print  # progress lines: engine start is long, never a silent terminal
+    started_tree: list[psutil.Process] = field(default_factory=list)
+    killed: list[str] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -81,6 +95,7 @@ class Server:
                 command, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         self.wait_ready(timeout)
+        self.started_tree = self.tree()
         self.announce(f"server on port {self.port} ready in {time.monotonic() - started:.0f} s")
 
     def wait_ready(self, timeout: float) -> None:
@@ -107,15 +122,21 @@ class Server:
             return []
 
     def stop(self, grace: float = 90) -> float:
-        """SIGTERM the arbiter, wait for the whole tree, SIGKILL leftovers; return the seconds it took."""
+        """SIGTERM the arbiter, wait for the whole tree, SIGKILL leftovers; return the seconds it took.
+
+        The tree is the one seen at start plus the current one: an engine process orphaned meanwhile (its
+        EngineCore gone first) has left the current tree but must not survive. What needed SIGKILL is kept in
+        ``killed`` for the fixtures to assert on.
+        """
         started = time.monotonic()
-        processes = self.tree()
+        processes = list({p.pid: p for p in [*self.started_tree, *self.tree()]}.values())
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         _, alive = psutil.wait_procs(processes, timeout=grace)
-        for process in alive:
+        for process in still_alive(alive):
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
+                self.killed.append(f"{process.pid} {process.name()}")
         psutil.wait_procs(alive, timeout=10)
         if self.process is not None:
             self.process.wait(timeout=10)

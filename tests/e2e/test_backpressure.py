@@ -24,8 +24,8 @@ import psutil
 import pytest
 
 from tests.e2e.conftest import CHAT_MODEL
-from tests.e2e.probes import engine_running_in, envelope, own_server, still_alive, wait_engine_idle, wait_for
-from tests.e2e.server import Server
+from tests.e2e.probes import engine_running_in, envelope, own_server, wait_engine_idle, wait_for
+from tests.e2e.server import Server, still_alive
 
 LIMITED_CONFIG = "tests/configs/limited.yaml"
 MAX_BODY = 65536

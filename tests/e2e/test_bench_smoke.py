@@ -37,6 +37,17 @@ def check(stats: Stats, requests: int, max_tokens: int) -> None:
     assert stats.latency_p50 <= stats.wall
 
 
+def tables(markdown: str) -> list[list[str]]:
+    """The markdown's tables, each as its consecutive ``|`` rows."""
+    found: list[list[str]] = [[]]
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            found[-1].append(line)
+        elif found[-1]:
+            found.append([])
+    return [table for table in found if table]
+
+
 @pytest.mark.parametrize(("concurrency", "requests"), [(1, 3), (2, 4)])
 async def test_load_generator_measures_streams(aclient: openai.AsyncOpenAI, concurrency: int, requests: int) -> None:
     stats = await measure(aclient, concurrency, requests, max_tokens=4)
@@ -55,11 +66,13 @@ async def test_results_table_renders_measured_stats(aclient: openai.AsyncOpenAI)
     markdown = report.render_markdown(
         {"ours": stats, "vllm": stats}, levels=[1, 2], overhead={"ours": stats[2]}, preamble=["# smoke"]
     )
-    tables = [line for line in markdown.splitlines() if line.startswith("|")]
-    assert len({line.count("|") for line in tables if "concurrency" not in line}) == 1  # aligned columns
+    for table in tables(markdown):
+        assert len({row.count("|") for row in table}) == 1, table  # every row has the header's columns
+        assert set(table[1].strip("| ").split(" | ")) == {"---"}
     for level in (1, 2):
         assert f"## Concurrency {level}" in markdown
         assert f"| {level} | 1.00× | 1.00× | n/a | n/a |" in markdown  # ours vs itself; llama.cpp not run
     assert "| llama.cpp server | not run |" in markdown
     assert f"| bento-oai (ours) | {stats[1].output_tokens_per_s:.1f} |" in markdown
     assert "## Tiny requests (max_tokens=1, concurrency 2)" in markdown
+    assert len(tables(markdown)) == 4  # summary, two levels, tiny requests

@@ -22,8 +22,8 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.e2e.conftest import CHAT_MODEL
-from tests.e2e.probes import envelope, error_frames, own_server, sse_payloads, still_alive, wait_engine_idle
-from tests.e2e.server import Server
+from tests.e2e.probes import envelope, error_frames, own_server, sse_payloads, wait_engine_idle
+from tests.e2e.server import Server, still_alive
 
 DEADLINE_CONFIG = "tests/configs/short-deadline.yaml"
 DEADLINE = 4.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import statistics
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ class RunResult:
     spec: LoadSpec
     samples: list[RequestSample]
     wall: float
+    others_cpu: float = 0.0  # cores other processes on the machine used meanwhile (the caller measures it)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class Stats:
     latency_p99: float
     usage_reported: bool
     first_error: str | None = None
+    tokens_per_s_by_run: tuple[float, ...] = ()  # one per pooled run (round): the spread behind the pooled rate
+    others_cpu: float = 0.0  # wall-weighted over the pooled runs
 
     @property
     def tokens_per_request(self) -> float:
@@ -118,19 +122,20 @@ async def one_request(client: openai.AsyncOpenAI, spec: LoadSpec, prompt: str) -
             stream_options={"include_usage": True},
             extra_body=spec.extra_body or None,
         )
-        async for chunk in stream:
-            now = time.perf_counter()
-            if chunk.usage is not None:
-                sample.output_tokens = chunk.usage.completion_tokens
-                sample.usage_reported = True
-            if not any(choice.delta.content for choice in chunk.choices):
-                continue
-            content_chunks += 1
-            if last is None:
-                sample.ttft = now - started
-            else:
-                sample.itls.append(now - last)
-            last = now
+        async with stream:  # closes the connection on an error mid-stream too
+            async for chunk in stream:
+                now = time.perf_counter()
+                if chunk.usage is not None:
+                    sample.output_tokens = chunk.usage.completion_tokens
+                    sample.usage_reported = True
+                if not any(choice.delta.content for choice in chunk.choices):
+                    continue
+                content_chunks += 1
+                if last is None:
+                    sample.ttft = now - started
+                else:
+                    sample.itls.append(now - last)
+                last = now
     except Exception as exc:  # a benchmark counts failures rather than stopping at the first
         sample.error = f"{type(exc).__name__}: {str(exc)[:200]}"
     if not sample.usage_reported:
@@ -155,7 +160,8 @@ async def run_load(client: openai.AsyncOpenAI, spec: LoadSpec) -> RunResult:
 
 
 def summarize(runs: Sequence[RunResult]) -> Stats:
-    """Pool runs of the same spec (e.g. one per round): rates over their summed wall time."""
+    """Pool runs of the same spec (one per round): rates are the median of the runs' rates, so one round
+    disturbed by other processes does not drag the result; latency percentiles are over every request."""
     if not runs:
         raise ValueError("no runs to summarize")
     samples = [sample for run in runs for sample in run.samples]
@@ -172,8 +178,8 @@ def summarize(runs: Sequence[RunResult]) -> Stats:
         errors=len(errors),
         output_tokens=tokens,
         wall=wall,
-        output_tokens_per_s=tokens / wall if wall > 0 else 0.0,
-        requests_per_s=len(ok) / wall if wall > 0 else 0.0,
+        output_tokens_per_s=statistics.median(_rate(run, tokens=True) for run in runs),
+        requests_per_s=statistics.median(_rate(run, tokens=False) for run in runs),
         ttft_p50=percentile(ttfts, 50),
         ttft_p99=percentile(ttfts, 99),
         itl_p50=percentile(itls, 50),
@@ -182,4 +188,13 @@ def summarize(runs: Sequence[RunResult]) -> Stats:
         latency_p99=percentile(latencies, 99),
         usage_reported=bool(ok) and all(sample.usage_reported for sample in ok),
         first_error=errors[0] if errors else None,
+        tokens_per_s_by_run=tuple(_rate(run, tokens=True) for run in runs),
+        others_cpu=sum(run.others_cpu * run.wall for run in runs) / wall if wall > 0 else 0.0,
     )
+
+
+def _rate(run: RunResult, tokens: bool) -> float:
+    """Output tokens (or successful requests) per second of the run's wall time."""
+    ok = [sample for sample in run.samples if sample.error is None]
+    count = sum(sample.output_tokens for sample in ok) if tokens else len(ok)
+    return count / run.wall if run.wall > 0 else 0.0

@@ -30,6 +30,10 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_summary() -> str:
+    return f"{cpu_model()}, {os.cpu_count()} cores"
+
+
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -66,12 +70,12 @@ def describe(llama_python: str) -> list[str]:
     ]
 
 
-def preamble(setup: Sequence[str], llama_python: str) -> list[str]:
+def preamble(setup: Sequence[str], llama_python: str, plot_name: str) -> list[str]:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return [
         "# Benchmark: bento-oai vs vLLM's OpenAI server vs llama.cpp's server",
         "",
-        f"Written by `make bench` (`benchmarks/run.py`) on {when}. Plot: `latest.png` beside this file.",
+        f"Written by `make bench` (`benchmarks/run.py`) on {when}. Plot: `{plot_name}` beside this file.",
         "",
         "## Machine",
         "",

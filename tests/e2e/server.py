@@ -54,6 +54,40 @@ def still_alive(processes: list[psutil.Process]) -> list[psutil.Process]:
     return alive
 
 
+def process_tree(process: subprocess.Popen[bytes] | None) -> list[psutil.Process]:
+    """``process`` and all its descendants, as they are now."""
+    if process is None:
+        return []
+    try:
+        root = psutil.Process(process.pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def terminate_tree(process: subprocess.Popen[bytes], processes: list[psutil.Process], grace: float) -> list[str]:
+    """SIGTERM ``process``, wait up to ``grace`` for all ``processes``, SIGKILL the rest; return what was killed."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(processes, timeout=grace)
+    killed = []
+    for leftover in still_alive(alive):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            leftover.kill()
+            killed.append(f"{leftover.pid} {leftover.name()}")
+    psutil.wait_procs(alive, timeout=10)
+    process.wait(timeout=10)
+    return killed
+
+
+def wait_port_free(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not port_is_free(port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"port {port} still busy after stopping the server")
+        time.sleep(0.5)
+
+
 @dataclass
 class Server:
     port: int
@@ -113,13 +147,7 @@ class Server:
         raise RuntimeError(f"server not ready after {timeout:.0f} s; log tail:\n{self.log_tail()}")
 
     def tree(self) -> list[psutil.Process]:
-        if self.process is None:
-            return []
-        try:
-            root = psutil.Process(self.process.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        return process_tree(self.process)
 
     def stop(self, grace: float = 90) -> float:
         """SIGTERM the arbiter, wait for the whole tree, SIGKILL leftovers; return the seconds it took.
@@ -129,23 +157,11 @@ class Server:
         ``killed`` for the fixtures to assert on.
         """
         started = time.monotonic()
-        processes = list({p.pid: p for p in [*self.started_tree, *self.tree()]}.values())
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        _, alive = psutil.wait_procs(processes, timeout=grace)
-        for process in still_alive(alive):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
-                self.killed.append(f"{process.pid} {process.name()}")
-        psutil.wait_procs(alive, timeout=10)
         if self.process is not None:
-            self.process.wait(timeout=10)
+            processes = list({p.pid: p for p in [*self.started_tree, *self.tree()]}.values())
+            self.killed += terminate_tree(self.process, processes, grace)
         elapsed = time.monotonic() - started
-        deadline = time.monotonic() + 30
-        while not port_is_free(self.port):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"port {self.port} still busy after stopping the server")
-            time.sleep(0.5)
+        wait_port_free(self.port)
         return elapsed
 
     def log_tail(self, lines: int = 60) -> str:

@@ -24,7 +24,9 @@ def run(wall: float, *samples: RequestSample) -> RunResult:
 def test_summarize_pools_rounds_and_leaves_errors_out_of_rates() -> None:
     good = RequestSample(latency=1.0, ttft=0.1, itls=[0.2, 0.3, 0.4], output_tokens=4, usage_reported=True)
     failed = RequestSample(latency=0.5, error="APIConnectionError: refused")
-    stats = summarize([run(2.0, good, good), run(2.0, good, failed)])
+    quiet, busy = run(2.0, good, good), run(2.0, good, failed)
+    quiet.others_cpu, busy.others_cpu = 0.0, 1.0
+    stats = summarize([quiet, busy])
     assert (stats.requests, stats.errors, stats.output_tokens) == (4, 1, 12)
     assert stats.output_tokens_per_s == 3.0  # 12 tokens over 4 s of summed wall time
     assert stats.requests_per_s == 0.75
@@ -33,14 +35,16 @@ def test_summarize_pools_rounds_and_leaves_errors_out_of_rates() -> None:
     assert stats.tokens_per_request == 4
     assert stats.usage_reported
     assert stats.first_error == "APIConnectionError: refused"
+    assert stats.tokens_per_s_by_run == (4.0, 2.0)
+    assert stats.others_cpu == 0.5  # weighted by wall time
 
 
 def test_ratio_rows_and_missing_servers() -> None:
     fast = summarize([run(1.0, RequestSample(latency=1.0, ttft=0.1, output_tokens=8, usage_reported=True))])
     slow = summarize([run(2.0, RequestSample(latency=2.0, ttft=0.2, output_tokens=8))])
     lines = report.level_table({"ours": fast, "vllm": slow})
-    assert lines[-2].startswith("| **ours / vLLM** | 2.00× | 2.00× | 0.50× |")
-    assert lines[-1].startswith("| **ours / llama.cpp** | n/a | n/a | n/a |")
+    assert lines[-2].startswith("| **ours / vLLM** | 2.00× |  | 2.00× | 0.50× |")
+    assert lines[-1].startswith("| **ours / llama.cpp** | n/a |  | n/a | n/a |")
     assert "| llama.cpp server | not run |" in "\n".join(lines)
     assert "| 8.0* |" in lines[3]  # no usage chunk: tokens counted from chunks, flagged
 

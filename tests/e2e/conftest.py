@@ -23,7 +23,15 @@ if TYPE_CHECKING:
 def announcer(config: pytest.Config) -> Callable[[str], None]:
     """Write progress to the terminal even while pytest captures output."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    return (lambda line: reporter.write_line(f"[e2e] {line}")) if reporter else print
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return print
+
+    def announce(line: str) -> None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"[e2e] {line}")
+
+    return announce
 
 
 @pytest.fixture(scope="session")

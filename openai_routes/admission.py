@@ -14,20 +14,10 @@ import pydantic_core
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from openai_routes.access import current
-from openai_routes.errors import APIError
+from openai_routes.errors import overloaded
 from openai_routes.guard import BODY_KEY
 from openai_routes.metrics import ServerMetrics
 from openai_routes.registry import ModelRegistry
-
-
-def overloaded(retry_after: int) -> APIError:
-    return APIError(
-        429,
-        "The server is busy: too many requests in flight and in the queue. Retry later.",
-        type="server_overloaded",
-        code="rate_limit_exceeded",
-        headers={"Retry-After": str(retry_after)},
-    )
 
 
 class Gate:

@@ -86,6 +86,24 @@ def service_unavailable(message: str = "The model is not available right now. Re
     return APIError(503, message, type="server_error", code="service_unavailable", headers={"Retry-After": "5"})
 
 
+def overloaded(retry_after: int) -> APIError:
+    return APIError(
+        429,
+        "The server is busy: too many requests in flight and in the queue. Retry later.",
+        type="server_overloaded",
+        code="rate_limit_exceeded",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def timed_out(seconds: float) -> APIError:
+    return APIError(504, f"The request did not finish within {seconds:.0f} s.", type="server_error", code="timeout")
+
+
+def too_large(limit: int) -> APIError:
+    return APIError(413, f"The request body is larger than {limit} bytes.", code="request_too_large")
+
+
 def internal_error(request_id: str) -> APIError:
     return APIError(500, f"The server had an internal error (request id {request_id}).", type="server_error")
 

@@ -14,12 +14,8 @@ from collections.abc import AsyncGenerator
 
 from openai_routes.access import current
 from openai_routes.engine import GenerateEngine, GenerationStep, SamplingOptions
-from openai_routes.errors import APIError
+from openai_routes.errors import timed_out
 from openai_routes.metrics import ServerMetrics
-
-
-def timed_out(seconds: float) -> APIError:
-    return APIError(504, f"The request did not finish within {seconds:.0f} s.", type="server_error", code="timeout")
 
 
 class Generation:

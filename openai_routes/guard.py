@@ -17,7 +17,7 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openai_routes.errors import APIError, service_unavailable
+from openai_routes.errors import service_unavailable, too_large
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +43,6 @@ class Drain:
             logger.warning("grace period over: cancelling %d request(s)", len(self.tasks))
         for task in self.tasks:
             task.cancel()
-
-
-def too_large(limit: int) -> APIError:
-    return APIError(413, f"The request body is larger than {limit} bytes.", code="request_too_large")
 
 
 class RequestGuard:

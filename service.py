@@ -9,6 +9,7 @@ can serve, ``/livez`` turns 503 when an engine dies.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -67,6 +68,15 @@ def drain_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def freeze_startup_heap() -> None:
+    """Move what startup allocated (torch, transformers, vLLM, tokenizers: millions of objects) out of the
+    collector's reach, as vLLM's own server does: otherwise each full collection walks all of it and stalls
+    every stream for up to a second under load."""
+    gc.collect()
+    gc.freeze()
+    logger.info("froze %d startup objects out of garbage collection", gc.get_freeze_count())
+
+
 def model_attribute(index: int) -> str:
     return f"model_{index}"
 
@@ -107,6 +117,7 @@ class BentoOAIService:
                 ServedModel(model.id, model.task, engine, model.owned_by, int(time.time()), tuple(model.aliases))
             )
             logger.info("%s ready in %.0f s", model.id, time.monotonic() - started)
+        freeze_startup_heap()
 
     def model_path(self, index: int, model: ModelConfig) -> str:
         if model.source.path:

@@ -77,6 +77,12 @@ class ServiceConfig(StrictModel):
         default_factory=list, description="Origins allowed by CORS; empty (the default) means CORS stays off."
     )
 
+    @staticmethod
+    def path(path: str | Path) -> Path:
+        """A config's file: absolute, or relative to the repository root."""
+        file = Path(path)
+        return file if file.is_absolute() else ROOT / file
+
     def http_config(self) -> dict[str, Any]:
         """BentoML's ``http`` service option: CORS only for explicitly listed origins, never ``*`` by default."""
         if not self.cors_origins:
@@ -100,6 +106,4 @@ class ServiceConfig(StrictModel):
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG) -> ServiceConfig:
-    file = Path(path)
-    file = file if file.is_absolute() else ROOT / file
-    return ServiceConfig.model_validate(yaml.safe_load(file.read_text()))
+    return ServiceConfig.model_validate(yaml.safe_load(ServiceConfig.path(path).read_text()))

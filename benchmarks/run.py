@@ -38,7 +38,7 @@ class Plan:
     """What to run: levels, requests per level (summed over rounds), token budget, overhead run."""
 
     levels: tuple[int, ...] = (1, 4, 16, 64)
-    min_requests: int = 30
+    min_requests: int = 48
     per_worker: int = 6  # requests per level >= per_worker x concurrency, so the ramp-down tail stays small
     max_tokens: int = 64
     rounds: int = 3
@@ -205,8 +205,10 @@ def plan_lines(plan: Plan, args: argparse.Namespace, config: ServiceConfig) -> l
     return [
         f"- Model: `{chat.id}`; ours and vLLM serve the converted HF directory (float32), llama.cpp the "
         f"Q4_1 GGUF it was converted from (`{peers.GGUF_FILE}`).",
-        f"- Ours: `bentoml serve service:BentoOAI --arg config={args.config}` (also loads the idle embedding "
-        "model). vLLM: `python -m vllm.entrypoints.openai.api_server` with the same engine arguments "
+        f"- Ours: `bentoml serve service:BentoOAI` with `{args.config}` reduced to its chat model (the same "
+        "model set as vLLM's server; an idle embedding engine beside it costs about 1.5 % at concurrency 1 on "
+        "2 cores, see `benchmarks/README.md`). vLLM: `python -m vllm.entrypoints.openai.api_server` with the "
+        "same engine arguments "
         f"(`{' '.join(peers.engine_flags(chat.engine))}`) and environment ({_env(config)}). llama.cpp: "
         f"`python -m llama_cpp.server {' '.join(peers.LLAMA_FLAGS)}` (queue, don't interrupt; one compute "
         "thread like vLLM's CPU engine; no debug printout), n_ctx from max_model_len, chat template from the GGUF.",

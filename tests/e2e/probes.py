@@ -16,10 +16,17 @@ from typing import Any
 
 import httpx
 import psutil
+import pytest
 
 from tests.e2e.server import Server, free_port
 
 ENGINE_GAUGE = "bento_oai_engine_requests_running"
+
+
+def server_log(server: Server) -> str:
+    if not server.log_path.exists():
+        pytest.skip("the server was started elsewhere (BENTO_OAI_E2E_PORT): its log is not ours to read")
+    return server.log_path.read_text(errors="replace")
 
 
 def engine_running(base_url: str, model: str) -> int:

@@ -19,7 +19,7 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from tests.e2e.conftest import CHAT_MODEL
-from tests.e2e.probes import TreeFigures, error_frames, tree_figures, wait_engine_idle
+from tests.e2e.probes import TreeFigures, error_frames, server_log, tree_figures, wait_engine_idle
 from tests.e2e.server import Server
 
 pytestmark = pytest.mark.slow
@@ -157,3 +157,11 @@ async def test_64_streaming_clients_with_disconnects(server: Server, client: ope
     )
     assert not failed, failed
     assert near_baseline(after, baseline), f"resources not back near the baseline: {baseline} -> {after}"
+
+
+def test_startup_heap_is_frozen_out_of_garbage_collection(server: Server) -> None:
+    """Full collections would otherwise walk the millions of objects startup left (torch, vLLM, tokenizers),
+    stalling every stream at once under load."""
+    froze = [line for line in server_log(server).splitlines() if " startup objects out of garbage collection" in line]
+    assert len(froze) == 1, froze
+    assert int(froze[0].split("froze ")[1].split()[0]) > 100_000

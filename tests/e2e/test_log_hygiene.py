@@ -9,18 +9,12 @@ import secrets
 import time
 
 import httpx
-import pytest
 
 from tests.e2e.conftest import CHAT_MODEL
+from tests.e2e.probes import server_log
 from tests.e2e.server import Server
 
 CHAT = "/v1/chat/completions"
-
-
-def server_log(server: Server) -> str:
-    if not server.log_path.exists():
-        pytest.skip("the server was started elsewhere (BENTO_OAI_E2E_PORT): its log is not ours to read")
-    return server.log_path.read_text(errors="replace")
 
 
 def access_line(server: Server, request_id: str, timeout: float = 15) -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
 from benchmarks import report
 from benchmarks.loadgen import LoadSpec, RequestSample, RunResult, percentile, summarize
-from benchmarks.servers import engine_flags
+from benchmarks.servers import chat_model, chat_only_config, engine_flags
+from settings import load_config
 
 
 def test_percentile_interpolates_and_is_nan_when_empty() -> None:
@@ -53,3 +55,11 @@ def test_engine_args_become_vllm_flags() -> None:
     engine = {"dtype": "float32", "enforce_eager": True, "enable_log_requests": False, "max_model_len": 2048}
     engine["structured_outputs_config"] = {"backend": "xgrammar"}
     assert engine_flags(engine) == ["--dtype", "float32", "--enforce-eager", "--max-model-len", "2048"]
+
+
+def test_ours_is_benchmarked_on_the_chat_model_alone(tmp_path: Path) -> None:
+    full = load_config("configs/default.yaml")
+    reduced = load_config(chat_only_config("configs/default.yaml", tmp_path))
+    assert [model.task for model in full.models] == ["chat", "embed"]
+    assert reduced.models == [chat_model(full)]  # same id, source and engine arguments
+    assert (reduced.env, reduced.limits, reduced.auth) == (full.env, full.limits, full.auth)

@@ -121,7 +121,8 @@ class ForeignCpu:
 
 
 def noise_notes(foreign: Sequence[tuple[str, float]]) -> list[str]:
-    """A note on how busy the machine was otherwise, per measured server block."""
+    """A note on how busy the machine was otherwise while each server was measured (the idle peer servers
+    count as others: a few hundredths of a core)."""
     if not foreign:
         return []
     blocks = ", ".join(f"{name} {cores:.2f}" for name, cores in foreign)
@@ -129,6 +130,6 @@ def noise_notes(foreign: Sequence[tuple[str, float]]) -> list[str]:
         return [f"The machine was otherwise idle while measuring (other processes, in cores: {blocks})."]
     return [
         "This machine is shared: other processes (e.g. concurrent test runs) used CPU while servers were "
-        f"measured, so the numbers are noisy. Average cores used by others, per server block in run order: "
+        f"measured, so the numbers are noisy. Average cores used by others while each server was measured: "
         f"{blocks} (of {os.cpu_count()})."
     ]

@@ -1,10 +1,11 @@
 """``make bench``: ours vs vLLM's own OpenAI server vs llama.cpp's server, on one model and this machine.
 
-One server runs at a time (the machine has 2 cores). Each round starts every server in turn, warms it up,
-runs every concurrency level and the tiny-request overhead run, and stops it; rounds alternate the order
-(ours, vllm, llama, then llama, vllm, ours, ...) so slow drift of the machine cancels out. Each level's
-requests are split across the rounds; rates are the median over rounds, latency percentiles pooled.
-Writes ``<out>.md`` and ``<out>.png``.
+All servers are started first and stay up; only one is under load at a time (the machine has 2 cores). Each
+round runs every concurrency level as a block per server, alternating the order (ours, vllm, llama, then
+llama, vllm, ours, ...), then the tiny-request overhead run: blocks of the servers being compared are seconds
+apart, so the machine's drift (it has bursts tens of seconds long) cancels out. Each level's requests are split
+across the rounds; rates are the median over rounds, latency percentiles pooled. Writes ``<out>.md`` and
+``<out>.png``.
 
 Usage: ``python -m benchmarks.run [--quick] [--servers ours,vllm] [--concurrency 1,4,16,64] ...``
 """
@@ -31,6 +32,9 @@ from tests.e2e.server import process_tree
 
 logger = logging.getLogger("benchmarks")
 RESULTS = Path(__file__).resolve().parent / "results"
+# Before each block: vLLM's engine core keeps spinning for a second after its last step (ours and vLLM's alike),
+# which would otherwise land on the next block, of another server.
+SETTLE = 2.0
 
 
 @dataclass(frozen=True)
@@ -39,9 +43,9 @@ class Plan:
 
     levels: tuple[int, ...] = (1, 4, 16, 64)
     min_requests: int = 48
-    per_worker: int = 6  # requests per level >= per_worker x concurrency, so the ramp-down tail stays small
+    per_worker: int = 8  # requests per level >= per_worker x concurrency, so the ramp-down tail stays small
     max_tokens: int = 64
-    rounds: int = 3
+    rounds: int = 4
     overhead_concurrency: int = 64
     overhead_requests: int = 512
     servers: tuple[str, ...] = ("ours", "vllm", "llama")
@@ -56,11 +60,10 @@ QUICK = Plan(min_requests=8, per_worker=2, max_tokens=32, rounds=1, overhead_req
 
 @dataclass
 class Collected:
-    """Every run so far, by server and level, and the CPU other processes used meanwhile."""
+    """Every run so far, by server and level."""
 
     runs: dict[str, dict[int, list[RunResult]]] = field(default_factory=dict)
     overhead: dict[str, list[RunResult]] = field(default_factory=dict)
-    foreign_cpu: list[tuple[str, float]] = field(default_factory=list)  # others' cores, per server block
 
     def add(self, server: str, level: int, result: RunResult) -> None:
         self.runs.setdefault(server, {}).setdefault(level, []).append(result)
@@ -68,53 +71,86 @@ class Collected:
     def stats(self) -> dict[str, dict[int, Stats]]:
         return {key: {level: summarize(runs) for level, runs in by.items()} for key, by in self.runs.items()}
 
+    def foreign_cpu(self) -> list[tuple[str, float]]:
+        """Average cores other processes used while each server was measured (wall-weighted)."""
+        averages = []
+        for name, by in self.runs.items():
+            runs = [run for level in by.values() for run in level] + self.overhead.get(name, [])
+            wall = sum(run.wall for run in runs)
+            averages.append((name, sum(run.others_cpu * run.wall for run in runs) / wall if wall else 0.0))
+        return averages
+
 
 async def measured(client: openai.AsyncOpenAI, spec: LoadSpec, server: peers.ManagedServer) -> RunResult:
     """One run, with the CPU that processes other than the server and this one used meanwhile."""
+    await asyncio.sleep(SETTLE)
     with machine.ForeignCpu(process_tree(server.process)) as others:
         result = await run_load(client, spec)
     result.others_cpu = others.cores
     return result
 
 
-async def drive(server: peers.ManagedServer, plan: Plan, collected: Collected) -> None:
-    """Warm up, then every level and the overhead run against one started server."""
-    client = openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0, timeout=900)
-    async with client:
-        base = LoadSpec(model=server.model, concurrency=4, requests=8, max_tokens=16)
-        await run_load(client, base)  # warm-up: first-request costs, caches, lazy imports
-        for level in plan.levels:
-            spec = replace(base, concurrency=level, requests=plan.requests(level), max_tokens=plan.max_tokens)
-            result = await measured(client, spec, server)
-            stats = summarize([result])
-            logger.info(
-                "%s c=%d: %.1f tok/s, TTFT p50 %.0f ms, %d errors, others' CPU %.2f",
-                server.name,
-                level,
-                stats.output_tokens_per_s,
-                stats.ttft_p50 * 1000,
-                stats.errors,
-                result.others_cpu,
+class Bench:
+    """The started servers, a client each, and what was measured."""
+
+    def __init__(self, servers: list[peers.ManagedServer], plan: Plan) -> None:
+        self.servers = {server.name: server for server in servers}
+        self.plan = plan
+        self.collected = Collected()
+        self.clients = {
+            server.name: openai.AsyncOpenAI(
+                base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0, timeout=900
             )
-            collected.add(server.name, level, result)
-        spec = replace(base, concurrency=plan.overhead_concurrency, requests=plan.overhead_requests // plan.rounds)
-        result = await measured(client, replace(spec, max_tokens=1), server)
-        rate = summarize([result]).requests_per_s
-        logger.info("%s overhead: %.1f req/s, others' CPU %.2f", server.name, rate, result.others_cpu)
-        collected.overhead.setdefault(server.name, []).append(result)
+            for server in servers
+        }
+
+    def spec(self, name: str, concurrency: int, requests: int, max_tokens: int) -> LoadSpec:
+        return LoadSpec(
+            model=self.servers[name].model, concurrency=concurrency, requests=requests, max_tokens=max_tokens
+        )
+
+    async def run(self) -> None:
+        for name in self.servers:  # warm-up: first-request costs, caches, lazy imports
+            await run_load(self.clients[name], self.spec(name, 4, 8, 16))
+        plan = self.plan
+        for index in range(plan.rounds):
+            order = plan.servers if index % 2 == 0 else tuple(reversed(plan.servers))
+            for level in plan.levels:
+                for name in order:
+                    spec = self.spec(name, level, plan.requests(level), plan.max_tokens)
+                    result = await measured(self.clients[name], spec, self.servers[name])
+                    stats = summarize([result])
+                    logger.info(
+                        "round %d %s c=%d: %.1f tok/s, TTFT p50 %.0f ms, %d errors, others' CPU %.2f",
+                        index + 1, name, level, stats.output_tokens_per_s, stats.ttft_p50 * 1000, stats.errors,
+                        result.others_cpu,
+                    )  # fmt: skip
+                    self.collected.add(name, level, result)
+            for name in order:
+                spec = self.spec(name, plan.overhead_concurrency, plan.overhead_requests // plan.rounds, 1)
+                result = await measured(self.clients[name], spec, self.servers[name])
+                rate = summarize([result]).requests_per_s
+                logger.info("round %d %s overhead: %.1f req/s", index + 1, name, rate)
+                self.collected.overhead.setdefault(name, []).append(result)
+        for client in self.clients.values():
+            await client.close()
 
 
-def bench_one(make: Callable[[], peers.ManagedServer], plan: Plan, collected: Collected) -> None:
-    server = make()
-    logger.info("starting %s: %s", server.name, " ".join(server.command))
-    seconds = server.start()
-    logger.info("%s ready in %.0f s", server.name, seconds)
+def bench(makers: list[Callable[[], peers.ManagedServer]], plan: Plan) -> Collected:
+    """Start every server (one at a time), measure them in interleaved blocks, stop them."""
+    servers: list[peers.ManagedServer] = []
     try:
-        with machine.ForeignCpu(process_tree(server.process)) as foreign:
-            asyncio.run(drive(server, plan, collected))
-        collected.foreign_cpu.append((server.name, foreign.cores))
+        for make in makers:
+            server = make()
+            servers.append(server)
+            logger.info("starting %s: %s", server.name, " ".join(server.command))
+            logger.info("%s ready in %.0f s", server.name, server.start())
+        runner = Bench(servers, plan)
+        asyncio.run(runner.run())
+        return runner.collected
     finally:
-        server.stop()
+        for server in reversed(servers):
+            server.stop()
 
 
 def factories(
@@ -135,7 +171,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--llama-python", default=".venv-bench/bin/python", help="python with llama-cpp-python")
     parser.add_argument("--servers", help="comma-separated subset of ours,vllm,llama")
     parser.add_argument("--concurrency", help="comma-separated levels (default 1,4,16,64)")
-    parser.add_argument("--rounds", type=int, help="rounds to alternate servers over (default 3)")
+    parser.add_argument("--rounds", type=int, help="rounds to alternate servers over (default 4)")
     parser.add_argument("--max-tokens", type=int, help="output tokens per request (default 64)")
     parser.add_argument("--out", type=Path, help="output path without suffix (default results/latest)")
     return parser.parse_args()
@@ -166,15 +202,11 @@ def main() -> None:
     out: Path = args.out or (RESULTS / "tmp" / "quick" if args.quick else RESULTS / "latest")
     config = load_config(args.config)
     make = factories(args, config, RESULTS / "tmp" / "logs")
-    collected = Collected()
     started = time.monotonic()
-    for index in range(plan.rounds):
-        order = plan.servers if index % 2 == 0 else tuple(reversed(plan.servers))
-        for name in order:
-            bench_one(make[name], plan, collected)
+    collected = bench([make[name] for name in plan.servers], plan)
     minutes = (time.monotonic() - started) / 60
     preamble = machine.preamble(plan_lines(plan, args, config), args.llama_python, out.with_suffix(".png").name)
-    notes = machine.noise_notes(collected.foreign_cpu)
+    notes = machine.noise_notes(collected.foreign_cpu())
     overhead = {key: summarize(runs) for key, runs in collected.overhead.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_raw(collected, RESULTS / "tmp" / out.with_suffix(".json").name)
@@ -193,7 +225,7 @@ def save_raw(collected: Collected, path: Path) -> None:
             for key, by in collected.runs.items()
         },
         "overhead": {key: [asdict(run) for run in runs] for key, runs in collected.overhead.items()},
-        "foreign_cpu": collected.foreign_cpu,
+        "foreign_cpu": collected.foreign_cpu(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(raw))
@@ -215,10 +247,11 @@ def plan_lines(plan: Plan, args: argparse.Namespace, config: ServiceConfig) -> l
         f"- Load: closed loop, streaming chat completions with `stream_options.include_usage`, temperature 0, "
         f"`max_tokens={plan.max_tokens}`, `ignore_eos` (llama.cpp ignores it), {len(PROMPTS)} fixed "
         f"prompts; requests per level ({requests}); a warm-up of 8 requests per server start.",
-        f"- {plan.rounds} round(s), server order alternating each round ({' → '.join(plan.servers)}, then "
-        "reversed, ...); each level's requests split evenly across rounds. Rates are the median over rounds of "
-        "each round's rate (over its wall time, first send to last completion); latency percentiles are over "
-        "the requests of all rounds.",
+        f"- All servers up at once, one under load at a time; {plan.rounds} round(s), each running every level "
+        f"as one block per server, order alternating ({' → '.join(plan.servers)}, then reversed, ...), so a "
+        "server's blocks and its peers' are seconds apart and the machine's drift cancels out; each level's "
+        "requests split evenly across rounds. Rates are the median over rounds of each block's rate (over its "
+        "wall time, first send to last completion); latency percentiles are over the requests of all rounds.",
         "- The official `openai` SDK (AsyncOpenAI, `max_retries=0`) drives the load from one process on the "
         "same 2 cores; TTFT is to the first chunk with content, ITL the gaps between content chunks.",
     ]

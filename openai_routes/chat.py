@@ -37,7 +37,7 @@ from openai_routes.protocol.chat import (
 )
 from openai_routes.protocol.common import CompletionUsage, PromptTokensDetails
 from openai_routes.registry import ModelRegistry
-from openai_routes.streaming import sse_response
+from openai_routes.streaming import TextChunks, sse_response
 from openai_routes.tool_calls import AssistantOutput, OutputPlan, plan_output, read_output
 
 
@@ -90,6 +90,9 @@ class ChatRun:
         self.created = int(time.time())
         self.states = [ChoiceState() for _ in range(request.n)]
         self.last: GenerationStep | None = None
+        self.text_chunks = TextChunks(
+            lambda index, text: self.chunk([ChunkChoice(index=index, delta=ChoiceDelta(content=text))])
+        )
 
     def output(self, state: ChoiceState) -> AssistantOutput:
         text = "".join(state.text)
@@ -139,7 +142,7 @@ class ChatRun:
             id=self.id, created=self.created, model=self.request.model, choices=choices, usage=usage
         )
 
-    async def stream(self, steps: Generation) -> AsyncGenerator[ChatCompletionChunk, None]:
+    async def stream(self, steps: Generation) -> AsyncGenerator[ChatCompletionChunk | bytes, None]:
         """Text streams token by token; a constrained tool call is sent once its choice has finished.
         Each chunk carries one choice, as OpenAI sends them (clients often read only ``choices[0]``)."""
         try:
@@ -148,6 +151,9 @@ class ChatRun:
                 for delta in step.choices:
                     state = self.states[delta.index]
                     state.add(delta)
+                    if self.plan.mode == "text" and self.plain(delta, state):
+                        yield self.text_chunks.encode(delta.index, delta.text)
+                        continue
                     if self.plan.mode == "text":
                         choices = self.text_delta(delta, state)
                     elif delta.finish_reason is not None:
@@ -160,6 +166,10 @@ class ChatRun:
             await steps.aclose()
         if self.request.include_usage and self.last is not None:
             yield self.chunk([], self.usage())
+
+    def plain(self, delta: OutputDelta, state: ChoiceState) -> bool:
+        """Only text in this delta: neither the first (it carries the role) nor the last, and no logprobs."""
+        return state.started and bool(delta.text) and delta.finish_reason is None and not self.request.logprobs
 
     def text_delta(self, delta: OutputDelta, state: ChoiceState) -> list[ChunkChoice]:
         if state.started and not (delta.text or delta.finish_reason or delta.logprobs):

@@ -30,7 +30,7 @@ from openai_routes.protocol.completion import (
     CompletionRequest,
 )
 from openai_routes.registry import ModelRegistry
-from openai_routes.streaming import sse_response
+from openai_routes.streaming import TextChunks, sse_response
 
 
 @dataclass
@@ -138,6 +138,9 @@ class CompletionRun:
         self.streams: list[Generation] = []
         self.prompt_tokens: dict[int, int] = {}
         self.completion_tokens = 0
+        self.text_chunks = TextChunks(
+            lambda index, text: self.chunk([CompletionChoice(index=index, text=text, finish_reason=None)])
+        )
 
     async def submit(self, max_tokens: list[int]) -> None:
         request = self.request
@@ -184,11 +187,14 @@ class CompletionRun:
                 merged[choice.index] = choice if old is None else _merge(old, choice)
         return self.chunk([merged[i] for i in sorted(merged)], self.usage())
 
-    async def stream(self) -> AsyncGenerator[Completion, None]:
+    async def stream(self) -> AsyncGenerator[Completion | bytes, None]:
         """One choice per chunk, as OpenAI sends them."""
         async for choices in self.choices():
             for choice in choices:
-                yield self.chunk([choice])
+                if choice.finish_reason is None and choice.logprobs is None:
+                    yield self.text_chunks.encode(choice.index, choice.text)
+                else:
+                    yield self.chunk([choice])
         if self.request.include_usage:
             yield self.chunk([], self.usage())
 

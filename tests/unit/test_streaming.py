@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
 import prometheus_client
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from openai_routes.engine import EngineInputError, EngineUnavailableError, GenerationStep, SamplingOptions
 from openai_routes.errors import APIError
 from openai_routes.generation import Generation
 from openai_routes.metrics import ServerMetrics
-from openai_routes.streaming import DONE, frame, sse_frames, sse_response
+from openai_routes.protocol.chat import ChatCompletionChunk, ChoiceDelta, ChunkChoice
+from openai_routes.protocol.completion import Completion, CompletionChoice
+from openai_routes.streaming import DONE, TextChunks, frame, sse_frames, sse_response
 from tests.unit.fakes import FakeGenerateEngine
 
 
@@ -87,13 +93,79 @@ def test_sse_response_headers() -> None:
     assert response.headers["cache-control"] == "no-cache"
 
 
-def generation() -> Generation:
-    return Generation("fake", timeout=5, metrics=ServerMetrics.for_registry(prometheus_client.CollectorRegistry()))
+def generation(timeout: float = 5) -> Generation:
+    return Generation("fake", timeout, metrics=ServerMetrics.for_registry(prometheus_client.CollectorRegistry()))
 
 
-async def start(engine: FakeGenerateEngine) -> Generation:
+async def start(engine: FakeGenerateEngine, timeout: float = 5) -> Generation:
     """How the routes prime a stream: the engine's first step is awaited before any response exists."""
-    return await generation().start(engine, [104, 105], SamplingOptions(max_tokens=8), "req-1")
+    return await generation(timeout).start(engine, [104, 105], SamplingOptions(max_tokens=8), "req-1")
+
+
+def assert_timed_out(error: APIError) -> None:
+    assert (error.status, error.code) == (504, "timeout")
+
+
+async def test_deadline_passing_while_waiting_for_a_step_aborts_the_engine_request() -> None:
+    engine = FakeGenerateEngine(hold=asyncio.Event())  # never set: the engine stalls after its first step
+    primed = await start(engine, timeout=0.2)
+    await anext(primed)  # the first step, read by start
+    started = time.monotonic()
+    with pytest.raises(APIError) as raised:
+        await anext(primed)
+    assert_timed_out(raised.value)
+    assert 0.1 < time.monotonic() - started < 2
+    assert engine.calls[0].outcome == "cancelled"
+    assert engine.num_in_flight() == 0
+
+
+async def test_deadline_passing_between_steps_ends_the_stream_at_the_next_one() -> None:
+    """A slow reader (the client) keeps the consumer away from the engine when the deadline passes."""
+    engine = FakeGenerateEngine()
+    primed = await start(engine, timeout=0.05)
+    await anext(primed)
+    await asyncio.sleep(0.1)
+    with pytest.raises(APIError) as raised:
+        await anext(primed)
+    assert_timed_out(raised.value)
+    assert engine.calls[0].outcome == "closed"
+    assert engine.num_in_flight() == 0
+
+
+async def test_deadline_at_the_first_step_is_a_plain_504() -> None:
+    never = asyncio.Event()
+
+    async def stall(*_args: object) -> AsyncGenerator[GenerationStep, None]:
+        await never.wait()
+        yield GenerationStep([], 0)
+
+    slow = cast(Any, FakeGenerateEngine())
+    slow.generate = stall
+    with pytest.raises(APIError) as raised:
+        await generation(timeout=0.1).start(slow, [104], SamplingOptions(max_tokens=8), "req-1")
+    assert_timed_out(raised.value)
+
+
+async def test_a_cancelled_wait_is_not_taken_for_a_timeout() -> None:
+    """The client leaving cancels the request's task: that must stay a cancellation (no 504, no error frame)."""
+    engine = FakeGenerateEngine(hold=asyncio.Event())
+    primed = await start(engine, timeout=5)
+    await anext(primed)
+    waiting = asyncio.create_task(anext(primed))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert engine.calls[0].outcome == "cancelled"
+    await primed.aclose()
+
+
+async def test_generation_closed_before_its_deadline_leaves_no_timer_behind() -> None:
+    engine = FakeGenerateEngine()
+    primed = await start(engine, timeout=0.05)
+    await primed.aclose()
+    await asyncio.sleep(0.1)
+    assert not primed.expired
 
 
 async def test_start_runs_the_engine_to_its_first_step_only() -> None:
@@ -170,3 +242,28 @@ async def test_closing_the_sse_frames_closes_their_source() -> None:
     assert await anext(frames) == frame(Event(n=0))
     await frames.aclose()
     assert closed == [True]
+
+
+def chat_text_chunk(index: int, text: str) -> ChatCompletionChunk:
+    choice = ChunkChoice(index=index, delta=ChoiceDelta(content=text))
+    return ChatCompletionChunk(id="chatcmpl-1", created=1700000000, model="org/model:v1", choices=[choice])
+
+
+def completion_text_chunk(index: int, text: str) -> Completion:
+    choice = CompletionChoice(index=index, text=text, finish_reason=None)
+    return Completion(id="cmpl-1", created=1700000000, model="m", choices=[choice])
+
+
+@settings(max_examples=300, deadline=None)
+@given(index=st.integers(min_value=0, max_value=7), text=st.text())
+def test_text_chunks_are_the_bytes_of_the_model(index: int, text: str) -> None:
+    for make in (chat_text_chunk, completion_text_chunk):
+        assert TextChunks(make).encode(index, text) == make(index, text).model_dump_json().encode()
+
+
+def test_text_chunks_refuse_a_chunk_that_holds_the_mark_twice() -> None:
+    def doubled(index: int, text: str) -> ChatCompletionChunk:
+        return chat_text_chunk(index, text).model_copy(update={"model": text})
+
+    with pytest.raises(ValueError, match="exactly once"):
+        TextChunks(doubled).encode(0, "hi")

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import report
+from benchmarks import layer, report
 from benchmarks.loadgen import LoadSpec, RequestSample, RunResult, percentile, summarize
 from benchmarks.servers import chat_model, chat_only_config, engine_flags
 from settings import load_config
+from tests.unit.fakes import CHAT_MODEL
 
 
 def test_percentile_interpolates_and_is_nan_when_empty() -> None:
@@ -63,3 +64,11 @@ def test_ours_is_benchmarked_on_the_chat_model_alone(tmp_path: Path) -> None:
     assert [model.task for model in full.models] == ["chat", "embed"]
     assert reduced.models == [chat_model(full)]  # same id, source and engine arguments
     assert (reduced.env, reduced.limits, reduced.auth) == (full.env, full.limits, full.auth)
+
+
+async def test_layer_benchmark_streams_through_the_service_stack() -> None:
+    """A tiny run of ``benchmarks.layer``, so it can't rot: it refuses a run that did not stream every token."""
+    app = layer.streaming_app(tokens=8)
+    body = b'{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "stream": true}' % CHAT_MODEL.encode()
+    assert await layer.stream_once(app, body) >= 8 + 1  # a chunk per token, then [DONE]
+    assert 0 < await layer.measure(tokens=8, requests=2, repeats=1) < 10_000

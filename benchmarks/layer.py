@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import time
-from typing import Any
 
 import prometheus_client
 from starlette.types import ASGIApp, Message
@@ -24,7 +23,7 @@ from openai_routes.auth import KeyRing
 from openai_routes.envelope import OpenAIErrorEnvelope
 from openai_routes.limits import Limits
 from openai_routes.metrics import ServerMetrics
-from tests.unit.fakes import CHAT_MODEL, FakeEmbedEngine, FakeGenerateEngine, build_app, fake_registry
+from tests.unit.fakes import CHAT_MODEL, FakeEmbedEngine, FakeGenerateEngine, build_app, fake_registry, http_scope
 
 KEY = "sk-layer-bench"
 
@@ -60,13 +59,7 @@ async def stream_once(app: ASGIApp, body: bytes) -> int:
         elif message["type"] == "http.response.start" and message["status"] != 200:
             raise RuntimeError(f"the app answered {message['status']}")
 
-    headers = [(b"authorization", f"Bearer {KEY}".encode()), (b"content-type", b"application/json")]
-    scope: dict[str, Any] = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-        "path": "/chat/completions", "raw_path": b"/chat/completions", "root_path": "", "query_string": b"",
-        "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
-    }  # fmt: skip
-    await app(scope, receive, send)
+    await app(http_scope("/chat/completions", KEY), receive, send)
     return messages
 
 

@@ -151,10 +151,10 @@ class ChatRun:
                 for delta in step.choices:
                     state = self.states[delta.index]
                     state.add(delta)
-                    if self.plan.mode == "text" and self.plain(delta, state):
-                        yield self.text_chunks.encode(delta.index, delta.text)
-                        continue
                     if self.plan.mode == "text":
+                        if self.plain(delta, state):
+                            yield self.text_chunks.encode(delta.index, delta.text)
+                            continue
                         choices = self.text_delta(delta, state)
                     elif delta.finish_reason is not None:
                         choices = self.finished_choice(delta.index, state)

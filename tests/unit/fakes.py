@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import prometheus_client
 from fastapi import FastAPI
+from starlette.types import Scope
 
 from openai_routes.app import create_app
 from openai_routes.auth import KeyRing
@@ -254,3 +255,21 @@ def build_app(registry: ModelRegistry, keyring: KeyRing, limits: Limits | None =
     """``create_app`` with metrics in a registry of their own (prometheus refuses duplicate names) and no drain."""
     metrics = ServerMetrics.for_registry(prometheus_client.CollectorRegistry())
     return create_app(registry, keyring, limits or Limits(), metrics, Drain())
+
+
+def http_scope(path: str, api_key: str) -> Scope:
+    """The ASGI scope uvicorn gives an authorized JSON ``POST`` to ``path`` (for driving an app without a server)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},  # what uvicorn announces
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"authorization", f"Bearer {api_key}".encode()), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+    }

@@ -31,6 +31,7 @@ from tests.unit.fakes import (
     build_app,
     chat_prompt,
     fake_registry,
+    http_scope,
 )
 
 KEY = "sk-unit-test-key"
@@ -556,21 +557,7 @@ async def call_then_disconnect(app: FastAPI, path: str, request_body: dict[str, 
         if message["type"] == "http.response.body" and message.get("body"):
             got_body.set()
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},  # what uvicorn announces
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"authorization", f"Bearer {KEY}".encode()), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("test", 80),
-    }
-    await asyncio.wait_for(app(scope, receive, send), timeout=2)
+    await asyncio.wait_for(app(http_scope(path, KEY), receive, send), timeout=2)
     return sent
 
 

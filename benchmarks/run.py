@@ -1,11 +1,12 @@
 """``make bench``: ours vs vLLM's own OpenAI server vs llama.cpp's server, on one model and this machine.
 
-All servers are started first and stay up; only one is under load at a time (the machine has 2 cores). Each
-round runs every concurrency level as a block per server, alternating the order (ours, vllm, llama, then
-llama, vllm, ours, ...), then the tiny-request overhead run: blocks of the servers being compared are seconds
-apart, so the machine's drift (it has bursts tens of seconds long) cancels out. Each level's requests are split
-across the rounds; rates are the median over rounds, latency percentiles pooled. Writes ``<out>.md`` and
-``<out>.png``.
+Each round starts every server, runs every concurrency level as a block per server (only one under load at a
+time: the machine has 2 cores), then the tiny-request overhead run, and stops them. The order alternates from
+round to round (ours, vllm, llama, then llama, vllm, ours, ...), for starting as for loading: blocks of the
+servers being compared are seconds apart, so the machine's drift (it has bursts tens of seconds long) cancels
+out, and so does the place in the start order (the server started first ran ~2 % slower at concurrency 1 for
+as long as it was up, whichever it was; see ``README.md``). Each level's requests are split across the rounds;
+rates are the median over rounds, latency percentiles pooled. Writes ``<out>.md`` and ``<out>.png``.
 
 Usage: ``python -m benchmarks.run [--quick] [--servers ours,vllm] [--concurrency 1,4,16,64] ...``
 """
@@ -54,6 +55,10 @@ class Plan:
         """Per round."""
         return max(self.min_requests, self.per_worker * level) // self.rounds
 
+    def order(self, index: int) -> tuple[str, ...]:
+        """Round ``index``'s order of servers, to start and to load: as given, then reversed, and so on."""
+        return self.servers if index % 2 == 0 else tuple(reversed(self.servers))
+
 
 QUICK = Plan(min_requests=8, per_worker=2, max_tokens=32, rounds=1, overhead_requests=64)
 
@@ -90,67 +95,67 @@ async def measured(client: openai.AsyncOpenAI, spec: LoadSpec, server: peers.Man
     return result
 
 
-class Bench:
-    """The started servers, a client each, and what was measured."""
+class Round:
+    """One round: the started servers, a client each, measured in the round's order into ``collected``."""
 
-    def __init__(self, servers: list[peers.ManagedServer], plan: Plan) -> None:
-        self.servers = {server.name: server for server in servers}
+    def __init__(self, servers: list[peers.ManagedServer], plan: Plan, collected: Collected) -> None:
+        self.servers = servers
         self.plan = plan
-        self.collected = Collected()
-        self.clients = {
+        self.collected = collected
+
+    async def run(self, index: int) -> None:
+        clients = {
             server.name: openai.AsyncOpenAI(
                 base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0, timeout=900
             )
-            for server in servers
+            for server in self.servers
         }
-
-    def spec(self, name: str, concurrency: int, requests: int, max_tokens: int) -> LoadSpec:
-        return LoadSpec(
-            model=self.servers[name].model, concurrency=concurrency, requests=requests, max_tokens=max_tokens
-        )
-
-    async def run(self) -> None:
-        for name in self.servers:  # warm-up: first-request costs, caches, lazy imports
-            await run_load(self.clients[name], self.spec(name, 4, 8, 16))
         plan = self.plan
-        for index in range(plan.rounds):
-            order = plan.servers if index % 2 == 0 else tuple(reversed(plan.servers))
-            for level in plan.levels:
-                for name in order:
-                    spec = self.spec(name, level, plan.requests(level), plan.max_tokens)
-                    result = await measured(self.clients[name], spec, self.servers[name])
-                    stats = summarize([result])
-                    logger.info(
-                        "round %d %s c=%d: %.1f tok/s, TTFT p50 %.0f ms, %d errors, others' CPU %.2f",
-                        index + 1, name, level, stats.output_tokens_per_s, stats.ttft_p50 * 1000, stats.errors,
-                        result.others_cpu,
-                    )  # fmt: skip
-                    self.collected.add(name, level, result)
-            for name in order:
-                spec = self.spec(name, plan.overhead_concurrency, plan.overhead_requests // plan.rounds, 1)
-                result = await measured(self.clients[name], spec, self.servers[name])
-                rate = summarize([result]).requests_per_s
-                logger.info("round %d %s overhead: %.1f req/s", index + 1, name, rate)
-                self.collected.overhead.setdefault(name, []).append(result)
-        for client in self.clients.values():
+        for server in self.servers:  # warm-up: first-request costs, caches, lazy imports
+            await run_load(clients[server.name], LoadSpec(model=server.model, concurrency=4, requests=8, max_tokens=16))
+        for level in plan.levels:
+            for server in self.servers:
+                spec = LoadSpec(
+                    server.model, concurrency=level, requests=plan.requests(level), max_tokens=plan.max_tokens
+                )
+                result = await measured(clients[server.name], spec, server)
+                stats = summarize([result])
+                logger.info(
+                    "round %d %s c=%d: %.1f tok/s, TTFT p50 %.0f ms, %d errors, others' CPU %.2f",
+                    index + 1, server.name, level, stats.output_tokens_per_s, stats.ttft_p50 * 1000, stats.errors,
+                    result.others_cpu,
+                )  # fmt: skip
+                self.collected.add(server.name, level, result)
+        for server in self.servers:
+            spec = LoadSpec(
+                server.model,
+                concurrency=plan.overhead_concurrency,
+                requests=plan.overhead_requests // plan.rounds,
+                max_tokens=1,
+            )
+            result = await measured(clients[server.name], spec, server)
+            logger.info("round %d %s overhead: %.1f req/s", index + 1, server.name, summarize([result]).requests_per_s)
+            self.collected.overhead.setdefault(server.name, []).append(result)
+        for client in clients.values():
             await client.close()
 
 
-def bench(makers: list[Callable[[], peers.ManagedServer]], plan: Plan) -> Collected:
-    """Start every server (one at a time), measure them in interleaved blocks, stop them."""
-    servers: list[peers.ManagedServer] = []
-    try:
-        for make in makers:
-            server = make()
-            servers.append(server)
-            logger.info("starting %s: %s", server.name, " ".join(server.command))
-            logger.info("%s ready in %.0f s", server.name, server.start())
-        runner = Bench(servers, plan)
-        asyncio.run(runner.run())
-        return runner.collected
-    finally:
-        for server in reversed(servers):
-            server.stop()
+def bench(makers: dict[str, Callable[[], peers.ManagedServer]], plan: Plan) -> Collected:
+    """Every round: start the servers one after another in the round's order, measure them, stop them."""
+    collected = Collected()
+    for index in range(plan.rounds):
+        servers: list[peers.ManagedServer] = []
+        try:
+            for name in plan.order(index):
+                server = makers[name]()
+                servers.append(server)
+                logger.info("round %d: starting %s: %s", index + 1, server.name, " ".join(server.command))
+                logger.info("%s ready in %.0f s", server.name, server.start())
+            asyncio.run(Round(servers, plan, collected).run(index))
+        finally:
+            for server in reversed(servers):
+                server.stop()
+    return collected
 
 
 def factories(
@@ -203,7 +208,7 @@ def main() -> None:
     config = load_config(args.config)
     make = factories(args, config, RESULTS / "tmp" / "logs")
     started = time.monotonic()
-    collected = bench([make[name] for name in plan.servers], plan)
+    collected = bench(make, plan)
     minutes = (time.monotonic() - started) / 60
     preamble = machine.preamble(plan_lines(plan, args, config), args.llama_python, out.with_suffix(".png").name)
     notes = machine.noise_notes(collected.foreign_cpu())
@@ -247,11 +252,13 @@ def plan_lines(plan: Plan, args: argparse.Namespace, config: ServiceConfig) -> l
         f"- Load: closed loop, streaming chat completions with `stream_options.include_usage`, temperature 0, "
         f"`max_tokens={plan.max_tokens}`, `ignore_eos` (llama.cpp ignores it), {len(PROMPTS)} fixed "
         f"prompts; requests per level ({requests}); a warm-up of 8 requests per server start.",
-        f"- All servers up at once, one under load at a time; {plan.rounds} round(s), each running every level "
-        f"as one block per server, order alternating ({' → '.join(plan.servers)}, then reversed, ...), so a "
-        "server's blocks and its peers' are seconds apart and the machine's drift cancels out; each level's "
-        "requests split evenly across rounds. Rates are the median over rounds of each block's rate (over its "
-        "wall time, first send to last completion); latency percentiles are over the requests of all rounds.",
+        f"- {plan.rounds} round(s); each starts every server (all up at once, one under load at a time), runs "
+        f"every level as one block per server and stops them, in an order alternating from round to round "
+        f"({' → '.join(plan.servers)}, then reversed, ...) for starting as for loading: a server's blocks and "
+        "its peers' are seconds apart, so the machine's drift cancels out, and so does the place in the start "
+        "order; each level's requests split evenly across rounds. Rates are the median over rounds of each "
+        "block's rate (over its wall time, first send to last completion); latency percentiles are over the "
+        "requests of all rounds.",
         "- The official `openai` SDK (AsyncOpenAI, `max_retries=0`) drives the load from one process on the "
         "same 2 cores; TTFT is to the first chunk with content, ITL the gaps between content chunks.",
     ]

@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks import layer, report
 from benchmarks.loadgen import LoadSpec, RequestSample, RunResult, percentile, summarize
+from benchmarks.run import Plan
 from benchmarks.servers import chat_model, chat_only_config, engine_flags
 from settings import load_config
 from tests.unit.fakes import CHAT_MODEL
@@ -72,3 +73,12 @@ async def test_layer_benchmark_streams_through_the_service_stack() -> None:
     body = b'{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "stream": true}' % CHAT_MODEL.encode()
     assert await layer.stream_once(app, body) >= 8 + 1  # a chunk per token, then [DONE]
     assert 0 < await layer.measure(tokens=8, requests=2, repeats=1) < 10_000
+
+
+def test_rounds_alternate_the_start_and_load_order() -> None:
+    plan = Plan(servers=("ours", "vllm", "llama"))
+    assert [plan.order(index) for index in range(3)] == [
+        ("ours", "vllm", "llama"),
+        ("llama", "vllm", "ours"),
+        ("ours", "vllm", "llama"),
+    ]

@@ -95,49 +95,39 @@ async def measured(client: openai.AsyncOpenAI, spec: LoadSpec, server: peers.Man
     return result
 
 
-class Round:
-    """One round: the started servers, a client each, measured in the round's order into ``collected``."""
-
-    def __init__(self, servers: list[peers.ManagedServer], plan: Plan, collected: Collected) -> None:
-        self.servers = servers
-        self.plan = plan
-        self.collected = collected
-
-    async def run(self, index: int) -> None:
-        clients = {
-            server.name: openai.AsyncOpenAI(
-                base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0, timeout=900
-            )
-            for server in self.servers
-        }
-        plan = self.plan
-        for server in self.servers:  # warm-up: first-request costs, caches, lazy imports
-            await run_load(clients[server.name], LoadSpec(model=server.model, concurrency=4, requests=8, max_tokens=16))
-        for level in plan.levels:
-            for server in self.servers:
-                spec = LoadSpec(
-                    server.model, concurrency=level, requests=plan.requests(level), max_tokens=plan.max_tokens
-                )
-                result = await measured(clients[server.name], spec, server)
-                stats = summarize([result])
-                logger.info(
-                    "round %d %s c=%d: %.1f tok/s, TTFT p50 %.0f ms, %d errors, others' CPU %.2f",
-                    index + 1, server.name, level, stats.output_tokens_per_s, stats.ttft_p50 * 1000, stats.errors,
-                    result.others_cpu,
-                )  # fmt: skip
-                self.collected.add(server.name, level, result)
-        for server in self.servers:
-            spec = LoadSpec(
-                server.model,
-                concurrency=plan.overhead_concurrency,
-                requests=plan.overhead_requests // plan.rounds,
-                max_tokens=1,
-            )
+async def run_round(index: int, servers: list[peers.ManagedServer], plan: Plan, collected: Collected) -> None:
+    """One round on the started ``servers``, in the round's order, into ``collected``."""
+    clients = {
+        server.name: openai.AsyncOpenAI(
+            base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0, timeout=900
+        )
+        for server in servers
+    }
+    for server in servers:  # warm-up: first-request costs, caches, lazy imports
+        await run_load(clients[server.name], LoadSpec(model=server.model, concurrency=4, requests=8, max_tokens=16))
+    for level in plan.levels:
+        for server in servers:
+            spec = LoadSpec(server.model, concurrency=level, requests=plan.requests(level), max_tokens=plan.max_tokens)
             result = await measured(clients[server.name], spec, server)
-            logger.info("round %d %s overhead: %.1f req/s", index + 1, server.name, summarize([result]).requests_per_s)
-            self.collected.overhead.setdefault(server.name, []).append(result)
-        for client in clients.values():
-            await client.close()
+            stats = summarize([result])
+            logger.info(
+                "round %d %s c=%d: %.1f tok/s, TTFT p50 %.0f ms, %d errors, others' CPU %.2f",
+                index + 1, server.name, level, stats.output_tokens_per_s, stats.ttft_p50 * 1000, stats.errors,
+                result.others_cpu,
+            )  # fmt: skip
+            collected.add(server.name, level, result)
+    for server in servers:
+        spec = LoadSpec(
+            server.model,
+            concurrency=plan.overhead_concurrency,
+            requests=plan.overhead_requests // plan.rounds,
+            max_tokens=1,
+        )
+        result = await measured(clients[server.name], spec, server)
+        logger.info("round %d %s overhead: %.1f req/s", index + 1, server.name, summarize([result]).requests_per_s)
+        collected.overhead.setdefault(server.name, []).append(result)
+    for client in clients.values():
+        await client.close()
 
 
 def bench(makers: dict[str, Callable[[], peers.ManagedServer]], plan: Plan) -> Collected:
@@ -151,7 +141,7 @@ def bench(makers: dict[str, Callable[[], peers.ManagedServer]], plan: Plan) -> C
                 servers.append(server)
                 logger.info("round %d: starting %s: %s", index + 1, server.name, " ".join(server.command))
                 logger.info("%s ready in %.0f s", server.name, server.start())
-            asyncio.run(Round(servers, plan, collected).run(index))
+            asyncio.run(run_round(index, servers, plan, collected))
         finally:
             for server in reversed(servers):
                 server.stop()

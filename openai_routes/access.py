@@ -2,7 +2,9 @@
 
 Every response carries ``x-request-id`` (the client's if it sent one, else a new one). One access line per
 request: id, method, path, status, model, tokens and latency. Never headers, keys, prompts or completions.
-The routes fill in the model and token counts through ``current()``.
+The routes fill in the model and token counts through ``current()``. A request that ends before any answer
+started is a 500 if it raised, else its client went away: 499, as nginx logs it (not a server error to alert on),
+and it still ends with a (dropped) 499 answer: BentoML holds an unanswered request until ``traffic.timeout``.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ import time
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openai_routes.metrics import ServerMetrics
+if TYPE_CHECKING:  # errors.py reads the request id from here: no runtime import of the app's other modules
+    from openai_routes.metrics import ServerMetrics
 
 logger = logging.getLogger("bento_oai.access")
 
 QUIET_PATHS = ("/livez", "/readyz", "/healthz", "/metrics")
+CLIENT_GONE = 499
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -49,6 +54,14 @@ def request_id_from(scope: Scope) -> str:
     return f"req-{uuid.uuid4().hex}"
 
 
+async def close_unanswered(send: Send) -> None:
+    """End a request its client left before any answer (the server drops what it sends on a closed connection).
+    BentoML's ``TimeoutMiddleware`` waits for a request's first message until ``traffic.timeout``: unanswered,
+    the request's task and memory would stay that long, and a shutdown would wait for them."""
+    await send({"type": "http.response.start", "status": CLIENT_GONE, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
 class AccessLog:
     def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
         self.app = app
@@ -61,7 +74,7 @@ class AccessLog:
         context = RequestContext(request_id_from(scope))
         token = _current.set(context)
         started = time.perf_counter()
-        status = 500
+        status = 0  # no answer started yet
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -73,8 +86,14 @@ class AccessLog:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            status = status or 500
+            raise
         finally:
             _current.reset(token)
+            if not status:
+                status = CLIENT_GONE
+                await close_unanswered(send)
             self.record(scope, context, status, time.perf_counter() - started)
 
     def record(self, scope: Scope, context: RequestContext, status: int, elapsed: float) -> None:

@@ -1,16 +1,29 @@
-"""Admission control per model: a cap on requests in flight plus a bounded queue; beyond both, 429 at once.
+"""Admission control per model, counted in engine sequences: a cap on what runs at once plus a bounded queue;
+beyond both, 429 at once.
 
-Each model has its own gate, so a busy chat model never blocks the embedding model. Only ``POST`` calls are
-admitted here; ``GET /v1/models`` is never queued, and BentoML's ``/livez``, ``/readyz`` and ``/metrics`` do not
-pass through this app at all. The body was read by ``guard.RequestGuard``, which leaves it in the scope.
+A request holds as many sequences as it puts in the engine: ``n`` for a chat completion, prompts x ``n`` for a
+completion, one per input for embeddings. So ``limits.max_in_flight`` and ``limits.max_queued`` bound what the
+engine holds, not how many HTTP requests there are (a request larger than the whole capacity takes all of it,
+alone). The queue is first come, first served. Each model has its own gate, so a busy chat model never blocks
+the embedding model. Only ``POST`` calls are admitted here; ``GET /v1/models`` is never queued, and BentoML's
+``/livez``, ``/readyz`` and ``/metrics`` do not pass through this app at all. The body was read by
+``guard.RequestGuard``, which leaves it in the scope.
+
+A request's sequences are a ``Slot``, left in the scope: released when the request ends, unless the route
+``keep``s it for work that outlives the request (a background response holds its slot until its run ends, so
+background runs are bounded by the same limits).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import pydantic_core
+from prometheus_client import Gauge
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from openai_routes.access import current
@@ -21,22 +34,103 @@ from openai_routes.registry import ModelRegistry
 
 
 class Gate:
-    def __init__(self, max_in_flight: int, max_queued: int) -> None:
-        self.slots = asyncio.Semaphore(max_in_flight)
+    """One model's capacity in sequences: ``capacity`` running at once, up to ``max_queued`` more waiting."""
+
+    def __init__(self, capacity: int, max_queued: int) -> None:
+        self.capacity = capacity
         self.max_queued = max_queued
+        self.in_use = 0
         self.queued = 0
+        self.waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
 
-    def full(self) -> bool:
-        return self.slots.locked() and self.queued >= self.max_queued
+    def weight(self, sequences: int) -> int:
+        return max(1, min(sequences, self.capacity))
+
+    def can_start(self, weight: int) -> bool:
+        return not self.waiters and self.in_use + weight <= self.capacity
+
+    def full(self, weight: int) -> bool:
+        return not self.can_start(weight) and self.queued + weight > self.max_queued
+
+    async def acquire(self, weight: int) -> None:
+        if self.can_start(weight):
+            self.in_use += weight
+            return
+        waiter = (weight, asyncio.get_running_loop().create_future())
+        self.waiters.append(waiter)
+        self.queued += weight
+        try:
+            await waiter[1]
+        except asyncio.CancelledError:
+            if waiter[1].done() and not waiter[1].cancelled():
+                self.release(weight)  # granted, then cancelled before it could run
+            else:
+                with contextlib.suppress(ValueError):  # wake() may have dropped it already
+                    self.waiters.remove(waiter)
+                self.wake()
+            raise
+        finally:
+            self.queued -= weight
+
+    def release(self, weight: int) -> None:
+        self.in_use -= weight
+        self.wake()
+
+    def wake(self) -> None:
+        while self.waiters and self.in_use + self.waiters[0][0] <= self.capacity:
+            weight, future = self.waiters.popleft()
+            if not future.cancelled():  # its task was cancelled and will drop out itself
+                self.in_use += weight
+                future.set_result(None)
 
 
-def requested_model(scope: Scope) -> str | None:
+SLOT_KEY = "bento_oai.slot"
+
+
+class Slot:
+    """One admitted request's sequences in its model's gate."""
+
+    def __init__(self, gate: Gate, weight: int, in_flight: Gauge) -> None:
+        self.gate = gate
+        self.weight = weight
+        self.in_flight = in_flight
+        self.kept = False
+
+    def keep(self) -> Callable[[], None]:
+        """Take the slot over from the request, which then leaves it held: the caller calls what this returns
+        exactly once, when its work ends."""
+        self.kept = True
+        return self.release
+
+    def release(self) -> None:
+        self.in_flight.dec()
+        self.gate.release(self.weight)
+
+
+def _count(items: Any) -> int:
+    """How many prompts or inputs a prompt field holds (text, texts, token ids or lists of token ids)."""
+    if isinstance(items, list) and items and not all(isinstance(item, int) for item in items):
+        return len(items)
+    return 1
+
+
+def sequences(path: str, body: dict[str, Any]) -> int:
+    """The engine sequences a request will hold; what fails validation counts 1 (the route refuses it)."""
+    n = body.get("n")
+    n = n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
+    if path.endswith("/embeddings"):
+        return _count(body.get("input"))
+    if path.endswith("/completions") and not path.endswith("/chat/completions"):
+        return n * _count(body.get("prompt"))
+    return n
+
+
+def json_body(scope: Scope) -> dict[str, Any]:
     try:
         body: Any = pydantic_core.from_json(scope.get(BODY_KEY, b""))
     except ValueError:
-        return None
-    model = body.get("model") if isinstance(body, dict) else None
-    return model if isinstance(model, str) else None
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 class Admission:
@@ -57,36 +151,37 @@ class Admission:
         self.metrics = metrics
         self.gates: dict[str, Gate] = {}
 
-    def gate(self, scope: Scope) -> tuple[str, Gate] | None:
-        name = requested_model(scope)
-        model = self.registry.find(name) if name else None
+    def gate(self, scope: Scope) -> tuple[str, Gate, int] | None:
+        body = json_body(scope)
+        name = body.get("model")
+        model = self.registry.find(name) if isinstance(name, str) else None
         if model is None:
             return None  # the route answers (404, 400) without touching an engine
         if model.id not in self.gates:
             self.gates[model.id] = Gate(self.max_in_flight, self.max_queued)
-        return model.id, self.gates[model.id]
+        gate = self.gates[model.id]
+        return model.id, gate, gate.weight(sequences(scope.get("path", ""), body))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = self.gate(scope) if scope["type"] == "http" and scope["method"] == "POST" else None
         if found is None:
             await self.app(scope, receive, send)
             return
-        model, gate = found
+        model, gate, weight = found
         current().model = model
-        if gate.full():
+        if gate.full(weight):
             await overloaded(self.retry_after).response()(scope, receive, send)
             return
         queued, in_flight = self.metrics.queued.labels(model=model), self.metrics.in_flight.labels(model=model)
-        gate.queued += 1
         queued.inc()
         try:
-            await gate.slots.acquire()
+            await gate.acquire(weight)
         finally:
-            gate.queued -= 1
             queued.dec()
         in_flight.inc()
+        slot = scope[SLOT_KEY] = Slot(gate, weight, in_flight)
         try:
             await self.app(scope, receive, send)
         finally:
-            in_flight.dec()
-            gate.slots.release()
+            if not slot.kept:
+                slot.release()

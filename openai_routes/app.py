@@ -1,4 +1,4 @@
-"""The OpenAI-compatible ASGI app that the BentoML service mounts at ``/v1``.
+"""The OpenAI-compatible ASGI apps the BentoML service mounts: the API at ``/v1`` and vLLM's root-level routes.
 
 Endpoints (reference: https://platform.openai.com/docs/api-reference):
 
@@ -6,18 +6,22 @@ Endpoints (reference: https://platform.openai.com/docs/api-reference):
 - ``POST /v1/chat/completions``: chat.py (JSON or SSE stream)
 - ``POST /v1/completions``: completions.py (JSON or SSE stream)
 - ``POST /v1/embeddings``: embeddings.py
+- ``POST /v1/responses``, ``GET``/``DELETE /v1/responses/{id}``, ``.../input_items``, ``.../cancel``: responses.py
+- ``POST /tokenize``, ``POST /detokenize``: tokenize.py (vLLM's extension, at the root as vLLM serves it)
+- ``GET  /``, ``GET /playground`` (+ its files and ``/playground/config``): playground.py, the chat page
 
-Every route needs ``Authorization: Bearer <key>`` (auth.py), then passes the body/disconnect guard (guard.py)
-and per-model admission control (admission.py); every error is OpenAI's envelope (errors.py). Server-wide,
-the service adds request ids and the access log (access.py) and OpenAI-shaped 404/405s (envelope.py).
-``create_app`` takes everything the routes need as arguments: no module globals, no ``app.state``.
+Every route but the playground's page and files needs ``Authorization: Bearer <key>`` (auth.py) and passes the
+body/disconnect guard (guard.py); the ``/v1`` routes also pass per-model admission control (admission.py); every
+error is OpenAI's envelope (errors.py). Server-wide, the service adds request ids and the access log (access.py)
+and OpenAI-shaped 404/405s (envelope.py). The factories take everything the routes need as arguments: no module
+globals, no ``app.state``.
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from openai_routes import chat, completions, embeddings, models
+from openai_routes import chat, completions, embeddings, models, playground, responses, tokenize
 from openai_routes.admission import Admission
 from openai_routes.auth import APIKeyMiddleware, KeyRing
 from openai_routes.errors import install_error_handlers
@@ -25,17 +29,20 @@ from openai_routes.guard import Drain, RequestGuard
 from openai_routes.limits import Limits
 from openai_routes.metrics import ServerMetrics
 from openai_routes.registry import ModelRegistry
+from openai_routes.response_book import ResponseBook
 
 
 def create_app(
-    registry: ModelRegistry, keyring: KeyRing, limits: Limits, metrics: ServerMetrics, drain: Drain
+    registry: ModelRegistry, keyring: KeyRing, limits: Limits, metrics: ServerMetrics, drain: Drain, book: ResponseBook
 ) -> FastAPI:
+    """The OpenAI API, mounted at ``/v1``."""
     app = FastAPI(title="bento-oai: OpenAI-compatible API", docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.include_router(models.create_router(registry))
     app.include_router(chat.create_router(registry, limits, metrics))
     app.include_router(completions.create_router(registry, limits, metrics))
     app.include_router(embeddings.create_router(registry, limits, metrics))
+    app.include_router(responses.create_router(registry, limits, metrics, book))
     # Starlette runs the last added middleware first: key check, then body/disconnect guard, then admission.
     app.add_middleware(
         Admission,
@@ -45,6 +52,33 @@ def create_app(
         retry_after=limits.retry_after,
         metrics=metrics,
     )
-    app.add_middleware(RequestGuard, max_body_bytes=limits.max_body_bytes, drain=drain)
-    app.add_middleware(APIKeyMiddleware, keyring=keyring)
+    protect(app, keyring, limits, drain)
     return app
+
+
+def create_root_app(
+    registry: ModelRegistry, keyring: KeyRing, limits: Limits, drain: Drain, *, playground_page: bool = True
+) -> FastAPI:
+    """The routes served at the server's root, mounted at ``/``: BentoML hands it only the paths it routes.
+
+    No admission control: nothing here runs in the engine, and the per-model gates belong to the ``/v1`` app.
+    With ``playground_page`` (the config's ``playground``) it serves the chat page at ``/``, ahead of BentoML's.
+    """
+    app = FastAPI(title="bento-oai: root routes", docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
+    app.include_router(tokenize.create_router(registry, limits))
+    public_paths: frozenset[str] = frozenset()
+    if playground_page:
+        app.include_router(playground.create_router(keyring))
+        public_paths = playground.PUBLIC_PATHS
+    protect(app, keyring, limits, drain, public_paths)
+    return app
+
+
+def protect(
+    app: FastAPI, keyring: KeyRing, limits: Limits, drain: Drain, public_paths: frozenset[str] = frozenset()
+) -> None:
+    """The outermost layers of every app: the key check first (``public_paths`` exempt), then the
+    body/disconnect/draining guard."""
+    app.add_middleware(RequestGuard, max_body_bytes=limits.max_body_bytes, drain=drain)
+    app.add_middleware(APIKeyMiddleware, keyring=keyring, public_paths=public_paths)

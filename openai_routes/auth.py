@@ -4,6 +4,9 @@ Keys come from ``BENTO_OAI_API_KEYS`` (comma-separated) and/or a keys file (one 
 SHA-256 digests are kept, and a presented key is compared with every digest in constant time. With no key
 configured the server does not run open: a random key is generated and logged once, unless the config says
 ``auth: {mode: disabled}`` (for example behind BentoCloud's own access authorization).
+
+A few exact paths may be public for ``GET`` (the playground's page and files: ``playground.PUBLIC_PATHS``); the
+API itself never is. A request's key digest is left in its scope (``key_owner``): stored responses belong to it.
 """
 
 from __future__ import annotations
@@ -82,17 +85,32 @@ def bearer_key(scope: Scope) -> str | None:
     return None
 
 
+OWNER = "key_owner"
+
+
+def key_owner(scope: Scope) -> str:
+    """Who stored data belongs to: the hex SHA-256 of the caller's key (never the key), ``""`` with auth off."""
+    owner: str = scope.get("state", {}).get(OWNER, "")
+    return owner
+
+
 class APIKeyMiddleware:
-    def __init__(self, app: ASGIApp, keyring: KeyRing) -> None:
+    def __init__(self, app: ASGIApp, keyring: KeyRing, public_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.keyring = keyring
+        self.public_paths = public_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.keyring.disabled:
+        if scope["type"] != "http" or self.keyring.disabled or self.is_public(scope):
             await self.app(scope, receive, send)
             return
         key = bearer_key(scope)
         if key is None or not self.keyring.accepts(key):
             await invalid_api_key().response()(scope, receive, send)
             return
+        scope["state"] = {**scope.get("state", {}), OWNER: _digest(key).hex()}
         await self.app(scope, receive, send)
+
+    def is_public(self, scope: Scope) -> bool:
+        """A ``GET`` of one of the exact public paths (mounted at ``/``, so ``path`` is the route's own)."""
+        return scope["method"] == "GET" and scope["path"] in self.public_paths

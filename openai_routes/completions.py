@@ -1,14 +1,17 @@
 """``POST /v1/completions``: plain text completion of one or several prompts (text or token ids).
 
-Choice ``i * n + j`` is the ``j``-th sample of prompt ``i``. Every prompt is submitted to the engine before
-any output is read, so they run batched; their outputs are then read in order.
+Each choice is counted by the shared output pipeline (``output.py``); this module adds the prompt echo and the
+legacy ``logprobs`` shape.
+
+Choice ``i * n + j`` is the ``j``-th sample of prompt ``i``. Every prompt is submitted to the engine at once
+(``generation.Generations``), so their prefill runs batched under one deadline; outputs are read in order.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter
@@ -17,10 +20,11 @@ from starlette.responses import Response
 from openai_routes.access import current
 from openai_routes.engine import GenerateEngine, GenerationStep, TokenLogprob
 from openai_routes.errors import bad_request
-from openai_routes.generation import Generation
+from openai_routes.generation import Generation, Generations
 from openai_routes.json_body import StrictJSONRoute
 from openai_routes.limits import Limits, check_request, completion_budget
 from openai_routes.metrics import ServerMetrics
+from openai_routes.output import ChoiceOutput, usage
 from openai_routes.protocol.common import CompletionUsage
 from openai_routes.protocol.completion import (
     DEFAULT_MAX_TOKENS,
@@ -81,9 +85,10 @@ def echoed(
 
 
 async def prompt_choices(
-    steps: Generation, prompt: Prompt, first_index: int, request: CompletionRequest
+    steps: Generation, prompt: Prompt, outputs: Sequence[ChoiceOutput], first_index: int, request: CompletionRequest
 ) -> AsyncIterator[tuple[GenerationStep, list[CompletionChoice]]]:
-    """One prompt's choices, step by step, as ``CompletionChoice`` deltas (with the echoed prompt first)."""
+    """One prompt's choices, step by step, as ``CompletionChoice`` deltas (with the echoed prompt first); each delta
+    is counted in its choice's output."""
     logprobs = [TextLogprobs() if request.logprobs is not None else None for _ in range(request.n)]
     started = [False] * request.n
     prompt_logprobs = None
@@ -91,6 +96,7 @@ async def prompt_choices(
         prompt_logprobs = prompt_logprobs or step.prompt_logprobs
         choices = []
         for delta in step.choices:
+            outputs[delta.index].feed(delta)
             text, lps = "", None
             if request.echo and not started[delta.index]:
                 text, lps = echoed(prompt, prompt_logprobs, logprobs[delta.index])
@@ -127,57 +133,46 @@ class CompletionRun:
         request: CompletionRequest,
         engine: GenerateEngine,
         prompts: list[Prompt],
-        generation: Callable[[], Generation],
+        generations: Generations,
     ) -> None:
         self.request = request
         self.engine = engine
         self.prompts = prompts
-        self.generation = generation
+        self.generations = generations
         self.id = f"cmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.streams: list[Generation] = []
         self.prompt_tokens: dict[int, int] = {}
-        self.completion_tokens = 0
+        self.outputs = [ChoiceOutput() for _ in range(len(prompts) * request.n)]
         self.text_chunks = TextChunks(
             lambda index, text: self.chunk([CompletionChoice(index=index, text=text, finish_reason=None)])
         )
 
     async def submit(self, max_tokens: list[int]) -> None:
+        """Every prompt to the engine at once: their prefill is batched, and one deadline covers them all."""
         request = self.request
-        try:
-            for i, (prompt, budget) in enumerate(zip(self.prompts, max_tokens, strict=True)):
-                options = request.sampling_options(budget, request.logprobs, echo_logprobs=request.echo)
-                steps = await self.generation().start(self.engine, prompt.token_ids, options, f"{self.id}-{i}")
-                self.streams.append(steps)
-        except BaseException:
-            for stream in self.streams:
-                await stream.aclose()
-            raise
+        self.streams = await self.generations.start(
+            self.engine,
+            [
+                (prompt.token_ids, request.sampling_options(budget, request.logprobs, request.echo), f"{self.id}-{i}")
+                for i, (prompt, budget) in enumerate(zip(self.prompts, max_tokens, strict=True))
+            ],
+        )
 
     async def choices(self) -> AsyncIterator[list[CompletionChoice]]:
-        try:
-            for i, (stream, prompt) in enumerate(zip(self.streams, self.prompts, strict=True)):
-                async for step, choices in prompt_choices(stream, prompt, i * self.request.n, self.request):
-                    self.count(i, step)
-                    yield choices
-        finally:
-            for stream in self.streams:
-                await stream.aclose()
+        """Read in prompt order (the others keep generating meanwhile); the route closes the streams."""
+        n = self.request.n
+        for i, (stream, prompt) in enumerate(zip(self.streams, self.prompts, strict=True)):
+            outputs = self.outputs[i * n : (i + 1) * n]
+            async for step, choices in prompt_choices(stream, prompt, outputs, i * n, self.request):
+                self.prompt_tokens[i] = step.prompt_tokens
+                yield choices
 
     def chunk(self, choices: list[CompletionChoice], usage: CompletionUsage | None = None) -> Completion:
         return Completion(id=self.id, created=self.created, model=self.request.model, choices=choices, usage=usage)
 
-    def count(self, prompt_index: int, step: GenerationStep) -> None:
-        self.prompt_tokens[prompt_index] = step.prompt_tokens
-        self.completion_tokens += sum(len(delta.token_ids) for delta in step.choices)
-
     def usage(self) -> CompletionUsage:
-        prompt_tokens = sum(self.prompt_tokens.values())
-        return CompletionUsage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            total_tokens=prompt_tokens + self.completion_tokens,
-        )
+        return usage(sum(self.prompt_tokens.values()), self.outputs)
 
     async def collect(self) -> Completion:
         merged: dict[int, CompletionChoice] = {}
@@ -213,12 +208,12 @@ def _merge(old: CompletionChoice, new: CompletionChoice) -> CompletionChoice:
     )
 
 
-def to_prompt(engine: GenerateEngine, prompt: str | list[int]) -> Prompt:
-    token_ids = engine.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+async def to_prompt(engine: GenerateEngine, prompt: str | list[int]) -> Prompt:
+    token_ids = await engine.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
     if not token_ids:
         raise bad_request("The prompt must not be empty.", "prompt")
-    text = prompt if isinstance(prompt, str) else engine.decode(token_ids)
-    return Prompt(token_ids, text, engine.decode(token_ids[:1]))
+    text = prompt if isinstance(prompt, str) else await engine.decode(token_ids)
+    return Prompt(token_ids, text, await engine.decode(token_ids[:1]))
 
 
 def create_router(registry: ModelRegistry, limits: Limits, metrics: ServerMetrics) -> APIRouter:
@@ -231,7 +226,7 @@ def create_router(registry: ModelRegistry, limits: Limits, metrics: ServerMetric
         raw = request.prompts()
         requested = request.max_tokens if "max_tokens" in request.model_fields_set else None
         check_request(limits, n=request.n, max_tokens=requested, prompts=len(raw))
-        prompts = [to_prompt(engine, p) for p in raw]
+        prompts = [await to_prompt(engine, p) for p in raw]
         budgets = [
             completion_budget(
                 limits,
@@ -244,10 +239,14 @@ def create_router(registry: ModelRegistry, limits: Limits, metrics: ServerMetric
             )
             for p in prompts
         ]
-        run = CompletionRun(request, engine, prompts, lambda: Generation(served.id, limits.request_timeout, metrics))
+        generations = Generations(served.id, limits.request_timeout, metrics)
+        run = CompletionRun(request, engine, prompts, generations)
         await run.submit(budgets)
         if request.stream:
-            return sse_response(run.stream())
-        return await run.collect()
+            return sse_response(run.stream(), close=generations.aclose)
+        try:
+            return await run.collect()
+        finally:
+            await generations.aclose()
 
     return router

@@ -1,6 +1,7 @@
 """``POST /v1/embeddings``: one vector per input, in input order, as floats or base64 (little-endian float32).
 
-Every input is submitted to the engine at once, so a batch is pooled in the engine's own batches.
+Every input is submitted to the engine at once, so a batch is pooled in the engine's own batches, under the
+request's deadline (504, the engine requests aborted). Tokenizing and base64 packing run off the event loop.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi import APIRouter
 from openai_routes.access import current
 from openai_routes.engine import EmbedEngine
 from openai_routes.errors import bad_request
+from openai_routes.generation import Deadline
 from openai_routes.json_body import StrictJSONRoute
 from openai_routes.limits import Limits, check_request
 from openai_routes.metrics import ServerMetrics
@@ -31,11 +33,11 @@ def encode_base64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
-def input_tokens(engine: EmbedEngine, item: str | list[int]) -> list[int]:
+async def input_tokens(engine: EmbedEngine, item: str | list[int]) -> list[int]:
     """An input as token ids, checked against the model's maximum length (no silent truncation)."""
     if isinstance(item, str) and not item:
         raise bad_request("Inputs must not be empty strings.", "input")
-    token_ids = engine.tokenize(item) if isinstance(item, str) else item
+    token_ids = await engine.tokenize(item) if isinstance(item, str) else item
     if len(token_ids) > engine.max_model_len:
         raise bad_request(
             f"An input has {len(token_ids)} tokens; this model's maximum input length is {engine.max_model_len} "
@@ -61,17 +63,26 @@ def create_router(registry: ModelRegistry, limits: Limits, metrics: ServerMetric
                 f"(it outputs {engine.dimensions}).",
                 "dimensions",
             )
-        token_lists = [input_tokens(engine, item) for item in items]
+        token_lists = [await input_tokens(engine, item) for item in items]
         request_id = f"embd-{uuid.uuid4().hex}"
-        results = await asyncio.gather(
-            *(engine.embed(ids, f"{request_id}-{i}", request.dimensions) for i, ids in enumerate(token_lists))
-        )
-        encode = encode_base64 if request.encoding_format == "base64" else list
+        deadline = Deadline(limits.request_timeout)
+        try:
+            results = await deadline.wait(
+                asyncio.gather(
+                    *(engine.embed(ids, f"{request_id}-{i}", request.dimensions) for i, ids in enumerate(token_lists))
+                )
+            )
+        finally:
+            deadline.cancel()
+        vectors = [result.vector for result in results]
+        encoded: list[list[float] | str] = list(vectors)
+        if request.encoding_format == "base64":
+            encoded = list(await asyncio.to_thread(lambda: [encode_base64(vector) for vector in vectors]))
         prompt_tokens = sum(result.prompt_tokens for result in results)
         current().prompt_tokens = prompt_tokens
         metrics.prompt_tokens.labels(model=served.id).inc(prompt_tokens)
         return CreateEmbeddingResponse(
-            data=[Embedding(index=i, embedding=encode(result.vector)) for i, result in enumerate(results)],
+            data=[Embedding(index=i, embedding=embedding) for i, embedding in enumerate(encoded)],
             model=request.model,
             usage=EmbeddingUsage(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens),
         )

@@ -26,6 +26,14 @@ class EngineUnavailableError(RuntimeError):
     """The engine is dead or shutting down (reported as 503)."""
 
 
+class EngineBusyError(EngineUnavailableError):
+    """The engine's own queue is full (reported as 503 with ``Retry-After``)."""
+
+
+class EngineFailedError(RuntimeError):
+    """The engine failed a request while running it (reported as 500): what it produced is no answer."""
+
+
 @dataclass(frozen=True)
 class SamplingOptions:
     max_tokens: int
@@ -45,22 +53,36 @@ class SamplingOptions:
     min_tokens: int = 0
     ignore_eos: bool = False
     structured: StructuredOutput | None = None
+    parsed_tools: list[dict[str, Any]] | None = None  # the tools the model's own parser will look for in the output
 
 
 @dataclass(frozen=True)
 class StructuredOutput:
-    """Constrain decoding: exactly one of the fields is set."""
+    """Constrain decoding: exactly one of ``json_schema``, ``json_object`` and ``structural_tag`` (xgrammar's
+    format) is set; ``param`` is the request field the constraint comes from (named in the error when the grammar
+    backend cannot compile it)."""
 
     json_schema: dict[str, Any] | None = None
     json_object: bool = False
+    structural_tag: dict[str, Any] | None = None
+    param: str = "response_format"
 
 
 @dataclass(frozen=True)
-class ParsedToolCalls:
-    """What a model's tool-call parser found in a finished output."""
+class OutputEvent:
+    """A piece of one choice's output as it is read: answer text, reasoning text, the start of tool call
+    ``index`` (``text`` is its name), or a piece of that call's arguments."""
 
-    content: str | None
-    calls: list[tuple[str, str]]  # (function name, arguments as a JSON string)
+    kind: Literal["text", "reasoning", "call", "arguments"]
+    text: str = ""
+    index: int = 0
+
+
+class OutputReader(Protocol):
+    """Reads one choice's output into events delta by delta, as it is generated (``finished`` on its last delta);
+    it may hold text back until the next delta shows what it is."""
+
+    def feed(self, text: str, token_ids: Sequence[int], finished: bool) -> list[OutputEvent]: ...
 
 
 @dataclass(frozen=True)
@@ -106,7 +128,9 @@ class Engine(Protocol):
 
     def is_healthy(self) -> bool: ...
 
-    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
+    async def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of ``text`` (off the event loop: long texts take milliseconds)."""
+        ...
 
     def num_in_flight(self) -> int: ...
 
@@ -115,18 +139,44 @@ class Engine(Protocol):
 class GenerateEngine(Engine, Protocol):
     @property
     def has_tool_parser(self) -> bool:
-        """Whether a tool-call parser is configured for the model (``tool_choice: auto`` needs one)."""
+        """Whether the model has its own tool-call parser (``tool_call_parser``); without one, ``auto`` uses the
+        generic format of ``tool_format``."""
         ...
 
-    def render_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
-        """Apply the model's chat template (with the generation prompt and the tools) and tokenize."""
+    @property
+    def renders_tools(self) -> bool:
+        """Whether the model's chat template writes the ``tools`` it is given into the prompt."""
         ...
 
-    def parse_tool_calls(self, text: str, tools: list[dict[str, Any]]) -> ParsedToolCalls:
-        """Read tool calls out of a finished output with the configured parser."""
+    async def render_chat(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        template_kwargs: dict[str, Any] | None = None,
+    ) -> list[int]:
+        """Apply the model's chat template (with the generation prompt, the tools and the caller's extra template
+        variables) and tokenize."""
         ...
 
-    def decode(self, token_ids: Sequence[int]) -> str: ...
+    @property
+    def has_reasoning_parser(self) -> bool:
+        """Whether the model's reasoning is read apart from its answer (``reasoning_parser``)."""
+        ...
+
+    def output_reader(
+        self,
+        tools: list[dict[str, Any]] | None,
+        tool_choice: str | dict[str, Any],
+        prompt_token_ids: Sequence[int],
+    ) -> OutputReader:
+        """A reader of one choice's reasoning, text and tool calls by the model's parsers (the generic format's
+        tool-call parser for a model without one). ``tool_choice`` is OpenAI's: ``"none"``, ``"auto"``,
+        ``"required"`` or a named function."""
+        ...
+
+    async def decode(self, token_ids: Sequence[int]) -> str:
+        """The text of ``token_ids`` (a 400 for ids outside the vocabulary)."""
+        ...
 
     def generate(
         self, prompt_token_ids: list[int], options: SamplingOptions, request_id: str

@@ -15,7 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from openai_routes.engine import EngineInputError, EngineUnavailableError
+from openai_routes.access import current
+from openai_routes.engine import EngineBusyError, EngineInputError, EngineUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -109,14 +110,17 @@ def internal_error(request_id: str) -> APIError:
 
 
 def as_api_error(exc: BaseException) -> APIError:
-    """Any exception as the error the client sees; unexpected ones are logged with a request id."""
+    """Any exception as the error the client sees; unexpected ones are logged with the request's id (the one
+    in its ``x-request-id`` header and access line; a new one outside a request)."""
     if isinstance(exc, APIError):
         return exc
     if isinstance(exc, EngineInputError):
         return bad_request(str(exc), param=exc.param)
+    if isinstance(exc, EngineBusyError):
+        return service_unavailable("The engine is busy: its queue is full. Retry later.")
     if isinstance(exc, EngineUnavailableError):
         return service_unavailable()
-    request_id = f"req-{uuid.uuid4().hex[:16]}"
+    request_id = current().request_id or f"req-{uuid.uuid4().hex[:16]}"
     logger.error("internal error (request id %s): %s", request_id, type(exc).__name__, exc_info=exc)
     return internal_error(request_id)
 
@@ -127,6 +131,12 @@ _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 def _is_union_tag(part: object) -> bool:
     """pydantic names the union member an error came from in ``loc`` (``str``, ``list[int]``, ...)."""
     return isinstance(part, str) and (part in _TYPE_TAGS or any(c in part for c in "[(-,"))
+
+
+def is_discriminator_tag(part: object) -> bool:
+    """A discriminated union's member in ``loc``: tagged ``<name>`` (``protocol.responses.InputItem``). It says which
+    member failed, which the path without it still does: ``input[0].content[0]``."""
+    return isinstance(part, str) and part.startswith("<") and part.endswith(">")
 
 
 def validation_error(exc: RequestValidationError) -> APIError:
@@ -141,7 +151,10 @@ def validation_error(exc: RequestValidationError) -> APIError:
     first = max(errors, key=lambda error: len(error.get("loc", ())))
     if first.get("type") == "json_invalid":
         return bad_request("The request body is not valid JSON.", None)
-    loc = [part for part in first.get("loc", ()) if part != "body"]
+    where = list(first.get("loc", ()))
+    if where and where[0] in ("body", "query", "path"):  # where FastAPI found it: not part of the param's name
+        where = where[1:]
+    loc = [part for part in where if not is_discriminator_tag(part)]
     path = [str(part) for part in loc if not _is_union_tag(part)]
     if len(path) < len(loc):
         path = path[:1]

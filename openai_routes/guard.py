@@ -6,7 +6,9 @@
   complete, the request's task is cancelled, and the cancellation reaches ``AsyncLLM.generate``, which
   aborts the request in the engine (streamed or not).
 - While the server drains (SIGTERM), new requests get 503 with ``Retry-After``; in-flight ones may finish
-  until the grace period ends, then they are cancelled (a stream ends with an error frame).
+  until the grace period ends. Then they are cancelled (which aborts their engine requests) and answered, never
+  cut: a request whose response has not started gets the 503, a stream its own framing's error and end (chat's
+  error frame and ``data: [DONE]``, the Responses API's numbered ``error`` event).
 """
 
 from __future__ import annotations
@@ -17,19 +19,25 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openai_routes.errors import service_unavailable, too_large
+from openai_routes.errors import APIError, service_unavailable, too_large
+from openai_routes.streaming import FRAMING_KEY
 
 logger = logging.getLogger(__name__)
 
 BODY_KEY = "bento_oai.body"  # the request body, for middlewares further in (admission reads the model)
 
 
+def shutting_down() -> APIError:
+    return service_unavailable("The server is shutting down. Retry later.")
+
+
 class Drain:
-    """The set of in-flight request tasks, and the shutdown switch."""
+    """The set of in-flight request tasks, and the shutdown switch; ``expired`` once the grace is over."""
 
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[None]] = set()
         self.draining = False
+        self.expired = False
 
     def begin(self, grace: float) -> None:
         if self.draining:
@@ -39,10 +47,37 @@ class Drain:
         asyncio.get_running_loop().call_later(grace, self.cancel_all)
 
     def cancel_all(self) -> None:
+        self.expired = True
         if self.tasks:
             logger.warning("grace period over: cancelling %d request(s)", len(self.tasks))
         for task in self.tasks:
             task.cancel()
+
+
+class Progress:
+    """How far the response has gone out: what a request cut short at shutdown can still be told."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+        self.complete = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.complete = True
+        await self.send(message)
+
+    async def end_with(self, error: APIError, scope: Scope, receive: Receive) -> None:
+        """Answer ``error`` if nothing went out yet; end a started stream (every stream is a
+        ``streaming.EventStream``, which leaves its framing in the scope) as its framing ends a failure."""
+        if not self.started:
+            await error.response()(scope, receive, self.send)
+        elif not self.complete:
+            framing = scope.get(FRAMING_KEY)
+            body = framing.error(error) + framing.end if framing else b""
+            await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class RequestGuard:
@@ -56,7 +91,7 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         if self.drain.draining:
-            await service_unavailable("The server is shutting down. Retry later.").response()(scope, receive, send)
+            await shutting_down().response()(scope, receive, send)
             return
         body = await self.read_body(receive)
         if body is None:
@@ -96,8 +131,10 @@ class RequestGuard:
                 pass
             disconnected.set()
 
+        progress = Progress(send)
+
         async def call_app() -> None:
-            await self.app(scope, replay, send)
+            await self.app(scope, replay, progress)
 
         app_task = asyncio.create_task(call_app())
         watcher = asyncio.create_task(watch())
@@ -108,6 +145,8 @@ class RequestGuard:
                 app_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await app_task
+            if app_task.cancelled() and self.drain.expired and not disconnected.is_set():
+                await progress.end_with(shutting_down(), scope, receive)
         finally:
             self.drain.tasks.discard(app_task)
             for task in (app_task, watcher):

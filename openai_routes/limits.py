@@ -22,8 +22,17 @@ class Limits(BaseModel):
     max_messages: int = Field(default=2048, ge=1, description="Most messages in one chat request.")
     max_prompts: int = Field(default=2048, ge=1, description="Most prompts (or inputs) in one batch request.")
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="Largest request body (413 beyond).")
-    max_in_flight: int = Field(default=64, ge=1, description="Requests running at once, per model.")
-    max_queued: int = Field(default=256, ge=0, description="Requests waiting for a slot, per model (429 beyond).")
+    max_in_flight: int = Field(
+        default=64,
+        ge=1,
+        description="Engine sequences running at once, per model: a chat request holds n, a completion prompts x n, "
+        "an embeddings request one per input (a larger request takes all of it, alone).",
+    )
+    max_queued: int = Field(
+        default=256,
+        ge=0,
+        description="Engine sequences waiting for room, per model, first come first served (429 beyond).",
+    )
     retry_after: int = Field(default=1, ge=1, description="Seconds in the Retry-After header of a 429.")
     request_timeout: float = Field(default=600, gt=0, description="Deadline of one request, in seconds (504).")
     shutdown_grace: float = Field(default=30, ge=0, description="Seconds in-flight requests get after SIGTERM.")

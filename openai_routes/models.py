@@ -1,11 +1,16 @@
-"""``GET /v1/models`` and ``GET /v1/models/{id}``: every configured id and alias (ids may contain ``/``)."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: every configured id and alias (ids may contain ``/``), each
+with its engine's context length (``max_model_len``)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from openai_routes.protocol.models import Model, ModelList
-from openai_routes.registry import ModelRegistry
+from openai_routes.registry import ModelRegistry, ServedModel
+
+
+def model_object(name: str, model: ServedModel) -> Model:
+    return Model(id=name, created=model.created, owned_by=model.owned_by, max_model_len=model.engine.max_model_len)
 
 
 def create_router(registry: ModelRegistry) -> APIRouter:
@@ -13,13 +18,10 @@ def create_router(registry: ModelRegistry) -> APIRouter:
 
     @router.get("/models")
     async def list_models() -> ModelList:
-        return ModelList(
-            data=[Model(id=name, created=model.created, owned_by=model.owned_by) for name, model in registry.names()]
-        )
+        return ModelList(data=[model_object(name, model) for name, model in registry.names()])
 
     @router.get("/models/{model_id:path}")
     async def retrieve_model(model_id: str) -> Model:
-        model = registry.get(model_id)
-        return Model(id=model_id, created=model.created, owned_by=model.owned_by)
+        return model_object(model_id, registry.get(model_id))
 
     return router

@@ -6,21 +6,23 @@ The server enforces formats with the engine's constrained decoding instead of ho
 - ``tool_choice`` named: the output is that tool's arguments (its parameters schema).
 - ``tool_choice: "required"``: the output is a JSON array of ``{"name", "parameters"}`` over the tools
   (one item at most when ``parallel_tool_calls`` is false).
-- ``tool_choice: "auto"`` (OpenAI's default with tools): the model answers freely and its output is parsed by
-  the tool-call parser configured for the model (``tool_call_parser``). Without a parser the model answers
-  in text and no tool is called (documented rule; never an error).
+- ``tool_choice: "auto"`` (OpenAI's default with tools): the model answers freely, in its native format for the
+  tool-call parser configured for it (``tool_call_parser``). A model without one calls in the generic format
+  (``tool_format``), held to it by a structural tag.
+  With ``response_format`` too, the format wins and the answer is text.
 - ``tool_choice: "none"``: a plain answer.
+
+The model's parsers read the output back by the plan's ``tool_choice`` (``output.py``, ``engine.output_reader``).
 """
 
 from __future__ import annotations
 
-import json
-import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from openai_routes.engine import ParsedToolCalls, StructuredOutput
-from openai_routes.protocol.chat import ChatCompletionRequest, FunctionCall, ToolCall
+from openai_routes import tool_format
+from openai_routes.engine import StructuredOutput
+from openai_routes.protocol.chat import ChatCompletionRequest
 from openai_routes.protocol.tools import ChatCompletionTool
 
 Mode = Literal["text", "named", "required", "auto"]
@@ -32,28 +34,47 @@ class OutputPlan:
     structured: StructuredOutput | None = None
     tool_name: str | None = None
 
+    @property
+    def tool_choice(self) -> str | dict[str, Any]:
+        """The plan as OpenAI's ``tool_choice``, for the model's parsers to read the output by."""
+        if self.mode == "named":
+            return {"type": "function", "function": {"name": self.tool_name}}
+        return "none" if self.mode == "text" else self.mode
 
-@dataclass(frozen=True)
-class AssistantOutput:
-    content: str | None
-    tool_calls: list[ToolCall] | None
-    finish_reason: Literal["stop", "length", "tool_calls"]
+
+def rebased(schema: Any, base: str) -> Any:
+    """``schema`` with its local references (``#``, ``#/$defs/...``) pointing under ``base`` instead of its root."""
+    if isinstance(schema, dict):
+        return {
+            key: base + value[1:]
+            if key == "$ref" and isinstance(value, str) and value.startswith("#")
+            else rebased(value, base)
+            for key, value in schema.items()
+        }
+    if isinstance(schema, list):
+        return [rebased(item, base) for item in schema]
+    return schema
 
 
 def required_schema(tools: list[ChatCompletionTool], parallel: bool) -> dict[str, Any]:
+    """An array of ``{"name", "parameters"}`` calls. Each tool's schema moves under ``$defs`` with its references
+    rebased, so the ``$ref``/``$defs`` that pydantic writes for nested arguments still resolve inside ``anyOf``."""
+    definitions = {
+        f"tool_{i}": rebased(tool.function.parameters_schema, f"#/$defs/tool_{i}") for i, tool in enumerate(tools)
+    }
     calls = [
         {
             "type": "object",
             "properties": {
                 "name": {"type": "string", "enum": [tool.function.name]},
-                "parameters": tool.function.parameters_schema,
+                "parameters": {"$ref": f"#/$defs/tool_{i}"},
             },
             "required": ["name", "parameters"],
             "additionalProperties": False,
         }
-        for tool in tools
+        for i, tool in enumerate(tools)
     ]
-    schema: dict[str, Any] = {"type": "array", "minItems": 1, "items": {"anyOf": calls}}
+    schema: dict[str, Any] = {"type": "array", "minItems": 1, "items": {"anyOf": calls}, "$defs": definitions}
     if not parallel:
         schema["maxItems"] = 1
     return schema
@@ -66,7 +87,7 @@ def response_format_output(request: ChatCompletionRequest) -> StructuredOutput |
     if response_format.type == "json_object":
         return StructuredOutput(json_object=True)
     assert response_format.json_schema is not None  # checked by the protocol
-    return StructuredOutput(json_schema=response_format.json_schema.schema_)
+    return StructuredOutput(json_schema=response_format.json_schema.schema_, param="response_format.json_schema.schema")
 
 
 def plan_output(request: ChatCompletionRequest, has_tool_parser: bool) -> OutputPlan:
@@ -74,43 +95,18 @@ def plan_output(request: ChatCompletionRequest, has_tool_parser: bool) -> Output
     tools = request.tools or []
     if mode == "named":
         name = request.tool_choice.function.name  # type: ignore[union-attr]
-        tool = next(tool for tool in tools if tool.function.name == name)
-        return OutputPlan("named", StructuredOutput(json_schema=tool.function.parameters_schema), name)
+        index = next(i for i, tool in enumerate(tools) if tool.function.name == name)
+        schema = StructuredOutput(
+            json_schema=tools[index].function.parameters_schema, param=f"tools[{index}].function.parameters"
+        )
+        return OutputPlan("named", schema, name)
     if mode == "required":
-        return OutputPlan("required", StructuredOutput(json_schema=required_schema(tools, request.parallel_tool_calls)))
+        schema = StructuredOutput(json_schema=required_schema(tools, request.parallel_tool_calls), param="tools")
+        return OutputPlan("required", schema)
+    response_format = response_format_output(request)
     if mode == "auto" and has_tool_parser:
-        return OutputPlan("auto", response_format_output(request))
-    return OutputPlan("text", response_format_output(request))
-
-
-def new_call(name: str, arguments: str) -> ToolCall:
-    return ToolCall(id=f"call_{uuid.uuid4().hex[:24]}", function=FunctionCall(name=name, arguments=arguments))
-
-
-def read_output(
-    plan: OutputPlan,
-    text: str,
-    finish_reason: Literal["stop", "length"],
-    parse: ParsedToolCalls | None = None,
-    parallel: bool = True,
-) -> AssistantOutput:
-    """A finished choice's text as the assistant message: content, or tool calls with ``tool_calls``."""
-    if plan.mode == "text" or finish_reason == "length":  # a cut-off call can't be read: return the text
-        return AssistantOutput(text, None, finish_reason)
-    try:
-        if plan.mode == "named":
-            assert plan.tool_name is not None
-            calls = [new_call(plan.tool_name, json.dumps(json.loads(text), ensure_ascii=False))]
-            content = None
-        elif plan.mode == "required":
-            items = json.loads(text)
-            calls = [new_call(item["name"], json.dumps(item["parameters"], ensure_ascii=False)) for item in items]
-            content = None
-        else:
-            if parse is None or not parse.calls:
-                return AssistantOutput(text, None, finish_reason)
-            calls = [new_call(name, arguments) for name, arguments in parse.calls]
-            content = parse.content or None
-    except (ValueError, KeyError, TypeError):
-        return AssistantOutput(text, None, finish_reason)
-    return AssistantOutput(content, calls if parallel else calls[:1], "tool_calls")
+        return OutputPlan("auto", response_format)
+    if mode == "auto" and response_format is None:
+        tag = tool_format.auto_tag(tools, request.parallel_tool_calls)
+        return OutputPlan("auto", StructuredOutput(structural_tag=tag, param="tools"))
+    return OutputPlan("text", response_format)

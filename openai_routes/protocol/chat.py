@@ -8,15 +8,36 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from openai_routes.protocol.common import CompletionUsage, FinishReason, OpenAIModel, SamplingRequest
 from openai_routes.protocol.tools import ChatCompletionTool, NamedToolChoice, ResponseFormat, ToolChoice
 
+# Content parts OpenAI defines that no model served here reads, and the kind of input each carries.
+UNSUPPORTED_PARTS = {"image_url": "image", "input_audio": "audio", "file": "file"}
+
 
 class TextPart(OpenAIModel):
+    """A text content part; image, audio and file parts are refused here, so ``param`` points at the part."""
+
     type: Literal["text"]
     text: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _supported(cls, data: Any) -> Any:
+        kind = data.get("type") if isinstance(data, dict) else None
+        if isinstance(kind, str) and kind in UNSUPPORTED_PARTS:
+            raise ValueError(f"this model does not accept {UNSUPPORTED_PARTS[kind]} input, only text content parts")
+        return data
 
 
 class FunctionCall(BaseModel):
@@ -42,10 +63,20 @@ class ChatMessage(OpenAIModel):
     """One message of the conversation; ``developer`` is treated as ``system``."""
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: list[TextPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _as_parts(cls, value: Any) -> Any:
+        """A string is one text part: one shape downstream, and no union, so errors name the failing part."""
+        if isinstance(value, str):
+            return [{"type": "text", "text": value}]
+        if value is not None and not isinstance(value, list):
+            raise ValueError("content must be a string or an array of content parts")
+        return value
 
     @model_validator(mode="after")
     def _required_fields(self) -> ChatMessage:
@@ -56,9 +87,7 @@ class ChatMessage(OpenAIModel):
         return self
 
     def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(part.text for part in self.content)
-        return self.content or ""
+        return "".join(part.text for part in self.content or [])
 
     def template_dict(self) -> dict[str, Any]:
         """The message as chat templates expect it: plain string content, ``developer`` as ``system``."""
@@ -70,6 +99,14 @@ class ChatMessage(OpenAIModel):
         if self.tool_call_id:
             message["tool_call_id"] = self.tool_call_id
         return message
+
+
+# apply_chat_template's own arguments: the server sets them; a request's template variables must not.
+TEMPLATE_ARGUMENTS = frozenset(
+    {"conversation", "messages", "tools", "documents", "chat_template", "add_generation_prompt",
+     "continue_final_message", "tokenize", "padding", "truncation", "max_length", "return_tensors", "return_dict",
+     "return_assistant_tokens_mask", "tokenizer_kwargs"}
+)  # fmt: skip
 
 
 class ChatCompletionRequest(SamplingRequest):
@@ -84,6 +121,16 @@ class ChatCompletionRequest(SamplingRequest):
     tools: list[ChatCompletionTool] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool = True
+    chat_template_kwargs: dict[str, Any] | None = None  # vLLM's extension: extra chat template variables
+    include_reasoning: bool = True  # vLLM's extension: false leaves a reasoning model's reasoning out
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _template_variables(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        taken = sorted(set(value or {}) & TEMPLATE_ARGUMENTS)
+        if taken:
+            raise ValueError(f"these are set by the server, not by 'chat_template_kwargs': {', '.join(taken)}")
+        return value
 
     @field_validator("top_logprobs")
     @classmethod
@@ -142,7 +189,23 @@ class ChoiceLogprobs(BaseModel):
     content: list[ChatTokenLogprob] | None
 
 
-class ChatCompletionMessage(BaseModel):
+class WithReasoning(BaseModel):
+    """A message or delta that may carry the model's reasoning (vLLM's ``reasoning``, and ``reasoning_content`` as
+    DeepSeek and older vLLM name it); both are left out when there is none, as OpenAI's own answers have neither."""
+
+    reasoning: str | None = None
+    reasoning_content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_empty_reasoning(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("reasoning") is None:
+            data.pop("reasoning", None)
+            data.pop("reasoning_content", None)
+        return data
+
+
+class ChatCompletionMessage(WithReasoning):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
@@ -166,19 +229,28 @@ class ChatCompletion(BaseModel):
     system_fingerprint: str | None = None
 
 
-class ChoiceDeltaToolCallFunction(BaseModel):
+class WithoutNulls(BaseModel):
+    """Serialised without its unset fields: a tool-call delta carries only what it adds (the SDK's stream helper
+    merges deltas key by key, so ``"type": null`` after the head would erase the call's type)."""
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class ChoiceDeltaToolCallFunction(WithoutNulls):
     name: str | None = None
     arguments: str | None = None
 
 
-class ChoiceDeltaToolCall(BaseModel):
+class ChoiceDeltaToolCall(WithoutNulls):
     index: int
     id: str | None = None
     type: Literal["function"] | None = None
     function: ChoiceDeltaToolCallFunction | None = None
 
 
-class ChoiceDelta(BaseModel):
+class ChoiceDelta(WithReasoning):
     role: Literal["assistant"] | None = None
     content: str | None = None
     tool_calls: list[ChoiceDeltaToolCall] | None = None

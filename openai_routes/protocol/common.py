@@ -1,18 +1,20 @@
 """Fields and objects shared by the chat and text completion protocols.
 
 OpenAI's fixed bounds live here, on the schema; limits that depend on configuration live in ``limits.py``.
-Unknown request fields are accepted and ignored, as OpenAI's SDK and LangChain send extras.
+Unknown request fields are accepted and ignored, as OpenAI's SDK and LangChain send extras. JSON ``null`` for
+a field that has a default means "not given", as OpenAI reads it (JS clients and LiteLLM send nulls).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from openai_routes.engine import SamplingOptions
 
 INT64 = 2**63 - 1
+INT32 = 2**31 - 1  # the engine serializes sampling ints with msgpack: larger ones fail inside vLLM
 
 TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
@@ -42,9 +44,18 @@ StopField = Annotated[
 
 
 class OpenAIModel(BaseModel):
-    """Base of every request: unknown fields are ignored."""
+    """Base of every request object: unknown fields are ignored, null for an optional field means "not given"."""
 
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_not_given(cls, data: Any) -> Any:
+        """Drop nulls so defaults apply; a null for a required field stays and is refused as the wrong type."""
+        if not isinstance(data, dict) or not any(value is None for value in data.values()):
+            return data
+        required = {field.alias or name for name, field in cls.model_fields.items() if field.is_required()}
+        return {key: value for key, value in data.items() if value is not None or key in required}
 
 
 class StreamOptions(OpenAIModel):
@@ -78,10 +89,10 @@ class SamplingRequest(OpenAIModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     # vLLM's extra sampling fields, sent through the SDK's ``extra_body``.
-    top_k: int | None = Field(default=None, ge=-1)
+    top_k: int | None = Field(default=None, ge=-1, le=INT32)
     min_p: float | None = Field(default=None, ge=0, le=1)
     repetition_penalty: float | None = Field(default=None, gt=0, le=2)
-    min_tokens: int | None = Field(default=None, ge=0)
+    min_tokens: int | None = Field(default=None, ge=0, le=INT32)
     ignore_eos: bool = False
 
     @field_validator("stop")
@@ -92,6 +103,13 @@ class SamplingRequest(OpenAIModel):
             raise ValueError("at most 4 stop sequences are allowed")
         if any(item == "" for item in items):
             raise ValueError("stop sequences must not be empty")
+        return value
+
+    @field_validator("stream_options")
+    @classmethod
+    def _only_when_streaming(cls, value: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
+        if value is not None and not info.data.get("stream"):
+            raise ValueError("'stream_options' is only allowed when 'stream' is true")
         return value
 
     @field_validator("logit_bias")

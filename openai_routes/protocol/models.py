@@ -1,6 +1,7 @@
 """Models: ``GET /v1/models`` and ``GET /v1/models/{id}``.
 
-Reference: https://platform.openai.com/docs/api-reference/models
+Reference: https://platform.openai.com/docs/api-reference/models. ``max_model_len`` is vLLM's extension of
+OpenAI's object (its ``ModelCard`` has it): the context length, which clients size their requests from.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ class Model(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    max_model_len: int
 
 
 class ModelList(BaseModel):

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.server import Server, free_port
+from tests.e2e.server import Server, free_port, store_url
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -35,19 +35,30 @@ def announcer(config: pytest.Config) -> Callable[[str], None]:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Server]:
-    """The real service; ``BENTO_OAI_E2E_PORT`` + ``BENTO_OAI_E2E_KEY`` reuse one already running (dev loop)."""
-    log_path = Path(tmp_path_factory.mktemp("server")) / "serve.log"
+def api_keys() -> tuple[str, str | None]:
+    """The suite's key and a second one (the privacy tests' other caller). A reused server
+    (``BENTO_OAI_E2E_PORT``) gives its second key in ``BENTO_OAI_E2E_OTHER_KEY``; without one it is None."""
     if os.environ.get("BENTO_OAI_E2E_PORT"):
-        yield Server(
-            port=int(os.environ["BENTO_OAI_E2E_PORT"]), api_key=os.environ["BENTO_OAI_E2E_KEY"], log_path=log_path
-        )
+        return os.environ["BENTO_OAI_E2E_KEY"], os.environ.get("BENTO_OAI_E2E_OTHER_KEY") or None
+    return f"sk-test-{secrets.token_hex(16)}", f"sk-test-other-{secrets.token_hex(16)}"
+
+
+@pytest.fixture(scope="session")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config, api_keys: tuple[str, str | None]
+) -> Iterator[Server]:
+    """The real service; ``BENTO_OAI_E2E_PORT`` + ``BENTO_OAI_E2E_KEY`` reuse one already running (dev loop)."""
+    log_dir = Path(tmp_path_factory.mktemp("server"))
+    key, other = api_keys
+    if os.environ.get("BENTO_OAI_E2E_PORT"):
+        yield Server(port=int(os.environ["BENTO_OAI_E2E_PORT"]), api_key=key, log_path=log_dir / "serve.log")
         return
     srv = Server(
         port=free_port(),
-        api_key=f"sk-test-{secrets.token_hex(16)}",
-        log_path=log_path,
+        api_key=key,
+        log_path=log_dir / "serve.log",
         announce=announcer(pytestconfig),
+        extra_env={"BENTO_OAI_API_KEYS": f"{key},{other}", "BENTO_OAI_STORE_URL": store_url(log_dir)},
     )
     srv.start()
     try:
@@ -56,6 +67,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
         seconds = srv.stop()
         assert not srv.killed, f"processes left running after SIGTERM: {srv.killed}"
         assert seconds < 60, f"the server took {seconds:.0f} s to stop"
+        # The disconnect tests ran here: a request its client left unanswered must not hold the shutdown until
+        # the watchdog ends it (lifecycle.start_watchdog logs this line, then exits).
+        assert "shutdown still running after" not in srv.log_path.read_text(errors="replace"), srv.log_tail()
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +87,19 @@ def http(server: Server) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {server.api_key}"}
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=120) as session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def other_key(api_keys: tuple[str, str | None]) -> str:
+    """A second key the server accepts: another caller, who must not see the first one's stored responses."""
+    if api_keys[1] is None:
+        pytest.skip("a reused server (BENTO_OAI_E2E_PORT) without BENTO_OAI_E2E_OTHER_KEY: no second key")
+    return api_keys[1]
+
+
+@pytest.fixture(scope="session")
+def other_client(server: Server, other_key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=other_key, max_retries=0, timeout=120)
 
 
 CHAT_MODEL = "smollm2-135m-instruct"

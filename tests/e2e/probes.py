@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.server import Server, free_port
+from tests.e2e.server import Server, free_port, store_url
 
 ENGINE_GAUGE = "bento_oai_engine_requests_running"
 
@@ -59,6 +59,23 @@ def wait_engine_idle(server: Server, model: str, timeout: float = 10) -> float:
 def sse_payloads(lines: Iterable[str]) -> list[str]:
     """The ``data:`` payloads of an SSE stream, in order (comments and blank lines skipped)."""
     return [line.removeprefix("data:").strip() for line in lines if line.startswith("data:")]
+
+
+def response_events(raw: str) -> list[dict[str, Any]]:
+    """The events of a raw Responses stream, after checking its framing: ``event: <type>`` and ``data: <json>``
+    of the same type, ``sequence_number`` 0, 1, 2, ..., and no ``[DONE]`` (keepalive comments are skipped)."""
+    assert raw.endswith("\n\n") and "[DONE]" not in raw, raw[-300:]
+    events = []
+    for block in raw.split("\n\n")[:-1]:
+        lines = [line for line in block.split("\n") if not line.startswith(":")]
+        if not lines:
+            continue
+        assert len(lines) == 2 and lines[0].startswith("event: ") and lines[1].startswith("data: "), block
+        event = json.loads(lines[1].removeprefix("data: "))
+        assert event["type"] == lines[0].removeprefix("event: "), block
+        events.append(event)
+    assert [event["sequence_number"] for event in events] == list(range(len(events)))
+    return events
 
 
 def error_frames(payloads: list[str]) -> list[dict[str, Any]]:
@@ -107,17 +124,43 @@ def tree_figures(server: Server) -> TreeFigures:
 
 
 @contextlib.contextmanager
-def own_server(config: str, log_dir: Path) -> Iterator[Server]:
+def own_server(
+    config: str, log_dir: Path, *, api_key: str | None = None, extra_env: dict[str, str] | None = None
+) -> Iterator[Server]:
     """A server of its own for one test module; on the way out, no process it ever had may survive.
 
     ``Server.stop`` also covers processes orphaned earlier (remembered from the start) and records what it
-    had to kill.
+    had to kill. Its response store is a SQLite file in ``log_dir`` unless ``extra_env`` names another
+    (``BENTO_OAI_STORE_URL``); a server restarted on the same store needs the same ``api_key`` to see its records.
     """
-    key = f"sk-test-{secrets.token_hex(16)}"
-    server = Server(port=free_port(), api_key=key, log_path=log_dir / "serve.log", config=config)
+    key = api_key or f"sk-test-{secrets.token_hex(16)}"
+    env = {"BENTO_OAI_STORE_URL": store_url(log_dir), **(extra_env or {})}
+    server = Server(port=free_port(), api_key=key, log_path=log_dir / "serve.log", config=config, extra_env=env)
     server.start()
     try:
         yield server
     finally:
         server.stop()
         assert not server.killed, f"processes of the server left running after it stopped: {server.killed}"
+
+
+LONG_STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
+
+
+def endless_body(model: str, **fields: Any) -> dict[str, Any]:
+    """A chat request that would generate for minutes on this CPU: only a deadline or a shutdown ends it."""
+    return {"model": model, "messages": LONG_STORY, "max_tokens": 1500, "ignore_eos": True, **fields}
+
+
+ENDLESS_NUMBERS = {
+    "type": "object",
+    "properties": {"numbers": {"type": "array", "items": {"type": "integer"}, "minItems": 5000}},
+    "required": ["numbers"],
+}
+
+
+def endless_response(**fields: Any) -> dict[str, Any]:
+    """A ``/v1/responses`` body that generates its 1500 tokens (minutes on this CPU) unless stopped. The Responses
+    API has no ``ignore_eos`` and greedy prompts end early: the grammar forbids ending before 5000 numbers."""
+    fmt = {"type": "json_schema", "name": "numbers", "schema": ENDLESS_NUMBERS}
+    return {"input": "List numbers.", "max_output_tokens": 1500, "text": {"format": fmt}, **fields}

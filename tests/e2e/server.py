@@ -31,6 +31,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def store_url(directory: Path) -> str:
+    """A response store of its own in ``directory`` (SQLite), so that no test server writes into the source tree."""
+    return f"sqlite+aiosqlite:///{directory / 'responses.db'}"
+
+
 def port_is_free(port: int) -> bool:
     """True when a server could bind the port (as uvicorn does, with SO_REUSEADDR: TIME_WAIT is fine)."""
     with socket.socket() as sock:

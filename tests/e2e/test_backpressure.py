@@ -1,7 +1,7 @@
 """Backpressure, request limits, hostile input, fuzzing and engine death, on a server with small limits.
 
 ``tests/configs/limited.yaml`` serves the chat model only, with 2 requests in flight plus 2 queued (429 with
-``Retry-After: 2`` beyond), ``max_tokens`` <= 64, ``n`` <= 2 and 64 KiB bodies. The engine-failure test kills the
+``Retry-After: 2`` beyond), ``max_tokens`` <= 256, ``n`` <= 2 and 64 KiB bodies. The engine-failure test kills the
 engine, so it runs last in this module and the module's server is not reused.
 """
 
@@ -24,13 +24,14 @@ import psutil
 import pytest
 
 from tests.e2e.conftest import CHAT_MODEL
-from tests.e2e.probes import engine_running_in, envelope, own_server, wait_engine_idle, wait_for
+from tests.e2e.probes import engine_running, engine_running_in, envelope, own_server, wait_engine_idle, wait_for
 from tests.e2e.server import Server, still_alive
 
 LIMITED_CONFIG = "tests/configs/limited.yaml"
 MAX_BODY = 65536
 RETRY_AFTER = "2"
 ADMITTED = 4  # max_in_flight 2 + max_queued 2
+MAX_TOKENS = 256  # the config's cap: an admitted request generates for seconds, so saturation outlasts the probes
 CHAT = "/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 
@@ -53,12 +54,12 @@ def sdk(server: Server, timeout: float = 120) -> openai.OpenAI:
 
 
 def long_body() -> dict[str, Any]:
-    return {"model": CHAT_MODEL, "messages": MESSAGES, "max_tokens": 64, "ignore_eos": True}
+    return {"model": CHAT_MODEL, "messages": MESSAGES, "max_tokens": MAX_TOKENS, "ignore_eos": True}
 
 
 def long_sdk_call() -> dict[str, Any]:
     """``long_body`` as SDK arguments (it refuses unknown keywords: vLLM's ``ignore_eos`` goes in ``extra_body``)."""
-    return {"model": CHAT_MODEL, "messages": MESSAGES, "max_tokens": 64, "extra_body": {"ignore_eos": True}}
+    return {"model": CHAT_MODEL, "messages": MESSAGES, "max_tokens": MAX_TOKENS, "extra_body": {"ignore_eos": True}}
 
 
 def short_body(**fields: Any) -> dict[str, Any]:
@@ -104,6 +105,8 @@ async def test_saturation_gives_exactly_four_200s_and_six_fast_429s(limited: Ser
                 assert time.monotonic() - started < 60, "the 429s did not come"
                 await asyncio.sleep(0.05)
             assert not all(task.done() for task in tasks), "nothing left in flight: the test did not saturate"
+            # The 429s come before the admitted requests have been rendered and submitted: wait until they have.
+            await asyncio.to_thread(wait_for, lambda: engine_running(limited.base_url, CHAT_MODEL) >= 1, 30, "running")
             answers = await probe_while_saturated(session, CHAT_MODEL)
             with pytest.raises(openai.RateLimitError) as info:  # the SDK's view of the same answer, while saturated
                 await openai.AsyncOpenAI(
@@ -130,7 +133,7 @@ async def test_saturation_gives_exactly_four_200s_and_six_fast_429s(limited: Ser
     for result in ok:
         reply = result.response.json()
         assert reply["choices"][0]["finish_reason"] == "length"
-        assert reply["usage"]["completion_tokens"] == 64
+        assert reply["usage"]["completion_tokens"] == MAX_TOKENS
     assert info.value.status_code == 429 and info.value.code == "rate_limit_exceeded"
     assert info.value.response.headers["retry-after"] == RETRY_AFTER
     assert still_saturated, "the SDK call came after the saturation ended"
@@ -142,6 +145,27 @@ async def test_saturation_gives_exactly_four_200s_and_six_fast_429s(limited: Ser
 def test_capacity_is_back_after_saturation(limited: Server, limited_http: httpx.Client) -> None:
     wait_engine_idle(limited, CHAT_MODEL, timeout=30)
     assert limited_http.post(CHAT, json=short_body()).status_code == 200
+
+
+async def test_admission_counts_engine_sequences_not_requests(limited: Server) -> None:
+    """Room for 2 sequences plus 2 queued: a completion of 2 prompts fills the engine, a chat with n=2 fills the
+    queue, and a third request gets 429 at once (counting requests, it would have been admitted)."""
+    headers = {"Authorization": f"Bearer {limited.api_key}"}
+    completion = {"model": CHAT_MODEL, "prompt": ["Once upon a time", "In a galaxy"], "max_tokens": MAX_TOKENS,
+                  "ignore_eos": True}  # fmt: skip
+    async with httpx.AsyncClient(base_url=limited.base_url, headers=headers, timeout=120) as session:
+        running = asyncio.create_task(session.post("/v1/completions", json=completion))
+        await asyncio.to_thread(wait_for, lambda: engine_running(limited.base_url, CHAT_MODEL) == 2, 30, "2 running")
+        queued = asyncio.create_task(session.post(CHAT, json={**long_body(), "n": 2}))
+        await asyncio.sleep(0.5)
+        refused = await session.post(CHAT, json=short_body())
+        held = engine_running(limited.base_url, CHAT_MODEL)
+        results = await asyncio.gather(running, queued)
+    error = envelope(refused, 429)
+    assert error["code"] == "rate_limit_exceeded"
+    assert held == 2, f"the engine held {held} sequences; the cap is 2"
+    assert [result.status_code for result in results] == [200, 200]
+    assert len(results[1].json()["choices"]) == 2
 
 
 # --- body size -----------------------------------------------------------------------------------------------
@@ -215,7 +239,7 @@ def many_messages(count: int) -> bytes:
     ("fields", "param"),
     [
         ({"n": 3}, "n"),
-        ({"max_tokens": 65}, "max_tokens"),
+        ({"max_tokens": MAX_TOKENS + 1}, "max_tokens"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
     ],
@@ -345,7 +369,8 @@ def fuzz_operation(operation: Any, mode: Any, examples: int, server: Server, ses
 
 def fuzz(server: Server, tally: FuzzTally) -> None:
     """schemathesis' cases for every ``/v1`` operation of the served OpenAPI schema, positive and negative
-    (the GET operations take no body: positive only); for ``served_model``, positive generation cases only."""
+    (operations without a body, GET, DELETE and cancel: positive only); for ``served_model``, positive
+    generation cases only."""
     import requests
     import schemathesis
     from schemathesis import GenerationMode
@@ -362,7 +387,8 @@ def fuzz(server: Server, tally: FuzzTally) -> None:
                 if operation.label in ("POST /chat/completions", "POST /completions"):
                     fuzz_operation(operation, GenerationMode.POSITIVE, SERVED_EXAMPLES, server, session, tally)
                 continue
-            modes = [GenerationMode.POSITIVE] if operation.method.upper() == "GET" else list(GenerationMode)
+            # Negative cases need something to break: a body (a string path id has no invalid value to generate).
+            modes = list(GenerationMode) if len(operation.body) else [GenerationMode.POSITIVE]
             for mode in modes:
                 fuzz_operation(operation, mode, FUZZ_EXAMPLES, server, session, tally)
     tally.seconds = time.monotonic() - started

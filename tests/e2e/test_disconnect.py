@@ -8,6 +8,10 @@ minute or more on this CPU.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import random
+import socket
 import time
 from typing import Any
 
@@ -96,3 +100,47 @@ def test_read_timeout_of_a_non_streamed_request_is_aborted_in_the_engine(server:
     )
     print(f"\ndisconnect: timed-out request freed in the engine {freed:.2f} s after the client gave up")
     assert_serves_normally(client)
+
+
+def send_then_hang_up(server: Server, path: str, body: dict[str, Any], wait: float, read_bytes: int) -> None:
+    """POST over a raw socket; hang up after ``wait`` seconds, or once ``read_bytes`` bytes arrived if sooner."""
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {server.api_key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head + payload)
+        if wait == 0:
+            return  # gone before the server has even read the request
+        sock.settimeout(wait)
+        received = 0
+        with contextlib.suppress(TimeoutError):
+            while received < read_bytes and (chunk := sock.recv(min(4096, read_bytes - received))):
+                received += len(chunk)
+
+
+@pytest.mark.slow
+def test_a_hundred_disconnects_at_random_points_leave_nothing_running(server: Server) -> None:
+    """Before the first step, between it and the first body byte, mid-stream, mid-body: every time the engine's
+    running count returns to 0."""
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    wait_engine_idle(server, CHAT_MODEL, timeout=60)
+    slowest = 0.0
+    for attempt in range(100):
+        stream = attempt % 2 == 0
+        path, body = (
+            ("/v1/chat/completions", {**LONG, "ignore_eos": True})
+            if attempt % 4 < 2
+            else ("/v1/completions", {"model": CHAT_MODEL, "prompt": ["Once", "upon a time"], "max_tokens": 1500})
+        )
+        wait = rng.choice([0.0, rng.uniform(0, 0.05), rng.uniform(0, 0.6)])
+        send_then_hang_up(server, path, {**body, "stream": stream}, wait, rng.randrange(1, 2000))
+        try:
+            slowest = max(slowest, wait_engine_idle(server, CHAT_MODEL, timeout=ABORT_WITHIN))
+        except AssertionError as failure:
+            raise AssertionError(
+                f"attempt {attempt} (seed {seed}, {path}, stream={stream}, wait {wait:.3f} s)"
+            ) from failure
+    print(f"\n100 random disconnects (seed {seed}): the engine was idle again within {slowest:.2f} s each time")

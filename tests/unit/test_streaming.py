@@ -13,14 +13,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
+from starlette.types import Message
 
 from openai_routes.engine import EngineInputError, EngineUnavailableError, GenerationStep, SamplingOptions
 from openai_routes.errors import APIError
-from openai_routes.generation import Generation
+from openai_routes.generation import Generation, Generations
 from openai_routes.metrics import ServerMetrics
 from openai_routes.protocol.chat import ChatCompletionChunk, ChoiceDelta, ChunkChoice
 from openai_routes.protocol.completion import Completion, CompletionChoice
-from openai_routes.streaming import DONE, TextChunks, frame, sse_frames, sse_response
+from openai_routes.streaming import (
+    DATA_LINES,
+    DONE,
+    KEEPALIVE_FRAME,
+    EventStream,
+    TextChunks,
+    frame,
+    sse_frames,
+    sse_response,
+)
 from tests.unit.fakes import FakeGenerateEngine
 
 
@@ -54,13 +64,13 @@ def test_frame_is_one_data_line() -> None:
 
 
 async def test_frames_end_with_done() -> None:
-    chunks = await collect(sse_frames(events(2)))
+    chunks = await collect(sse_frames(events(2), DATA_LINES))
     assert chunks == [frame(Event(n=0)), frame(Event(n=1)), b"data: [DONE]\n\n"]
     assert DONE == b"data: [DONE]\n\n"
 
 
 async def test_empty_stream_is_just_done() -> None:
-    assert await collect(sse_frames(events(0))) == [DONE]
+    assert await collect(sse_frames(events(0), DATA_LINES)) == [DONE]
 
 
 @pytest.mark.parametrize(
@@ -75,7 +85,7 @@ async def test_empty_stream_is_just_done() -> None:
 async def test_exception_mid_stream_becomes_an_error_frame_then_done(
     error: BaseException, status_type: str, code: str | None
 ) -> None:
-    chunks = await collect(sse_frames(events(1, error)))
+    chunks = await collect(sse_frames(events(1, error), DATA_LINES))
     assert len(chunks) == 3
     assert chunks[0] == frame(Event(n=0))
     assert chunks[2] == DONE
@@ -87,19 +97,26 @@ async def test_exception_mid_stream_becomes_an_error_frame_then_done(
 
 
 def test_sse_response_headers() -> None:
-    response = sse_response(events(0))
+    async def close() -> None:
+        pass
+
+    response = sse_response(events(0), close)
     assert response.media_type == "text/event-stream"
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.headers["cache-control"] == "no-cache"
 
 
-def generation(timeout: float = 5) -> Generation:
-    return Generation("fake", timeout, metrics=ServerMetrics.for_registry(prometheus_client.CollectorRegistry()))
+def generations(timeout: float = 5) -> Generations:
+    return Generations("fake", timeout, metrics=ServerMetrics.for_registry(prometheus_client.CollectorRegistry()))
+
+
+ONE_REQUEST = [([104, 105], SamplingOptions(max_tokens=8), "req-1")]
 
 
 async def start(engine: FakeGenerateEngine, timeout: float = 5) -> Generation:
     """How the routes prime a stream: the engine's first step is awaited before any response exists."""
-    return await generation(timeout).start(engine, [104, 105], SamplingOptions(max_tokens=8), "req-1")
+    [primed] = await generations(timeout).start(engine, ONE_REQUEST)
+    return primed
 
 
 def assert_timed_out(error: APIError) -> None:
@@ -142,7 +159,7 @@ async def test_deadline_at_the_first_step_is_a_plain_504() -> None:
     slow = cast(Any, FakeGenerateEngine())
     slow.generate = stall
     with pytest.raises(APIError) as raised:
-        await generation(timeout=0.1).start(slow, [104], SamplingOptions(max_tokens=8), "req-1")
+        await generations(timeout=0.1).start(slow, ONE_REQUEST)
     assert_timed_out(raised.value)
 
 
@@ -162,10 +179,11 @@ async def test_a_cancelled_wait_is_not_taken_for_a_timeout() -> None:
 
 async def test_generation_closed_before_its_deadline_leaves_no_timer_behind() -> None:
     engine = FakeGenerateEngine()
-    primed = await start(engine, timeout=0.05)
-    await primed.aclose()
+    request = generations(timeout=0.05)
+    [primed] = await request.start(engine, ONE_REQUEST)
+    await request.aclose()
     await asyncio.sleep(0.1)
-    assert not primed.expired
+    assert not primed.deadline.expired
 
 
 async def test_start_runs_the_engine_to_its_first_step_only() -> None:
@@ -238,7 +256,7 @@ async def test_closing_the_sse_frames_closes_their_source() -> None:
         finally:
             closed.append(True)
 
-    frames = cast(AsyncGenerator[bytes, None], sse_frames(source()))
+    frames = cast(AsyncGenerator[bytes, None], sse_frames(source(), DATA_LINES))
     assert await anext(frames) == frame(Event(n=0))
     await frames.aclose()
     assert closed == [True]
@@ -267,3 +285,33 @@ def test_text_chunks_refuse_a_chunk_that_holds_the_mark_twice() -> None:
 
     with pytest.raises(ValueError, match="exactly once"):
         TextChunks(doubled).encode(0, "hi")
+
+
+async def test_an_idle_stream_gets_keepalive_comments_and_none_after_it_ends() -> None:
+    async def slow() -> AsyncGenerator[bytes, None]:
+        await asyncio.sleep(0.35)
+        yield b'{"x": 1}'
+
+    closed: list[bool] = []
+
+    async def close() -> None:
+        closed.append(True)
+
+    response = EventStream(slow(), close, DATA_LINES)
+    response.keepalive = 0.1
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        await asyncio.sleep(10)
+        return {"type": "http.disconnect"}
+
+    await response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send)
+    bodies = [message.get("body", b"") for message in sent if message["type"] == "http.response.body"]
+    pings = bodies.index(b'data: {"x": 1}\n\n')
+    assert 2 <= pings <= 3 and set(bodies[:pings]) == {KEEPALIVE_FRAME}
+    assert bodies[pings + 1 :] == [DONE, b""] and closed == [True]
+    await asyncio.sleep(0.25)
+    assert len(sent) == len(bodies) + 1, "a comment after the body ended"

@@ -1,0 +1,386 @@
+"""The Responses API: ``POST /v1/responses`` request, the ``response`` object and its stream events.
+
+Reference: https://platform.openai.com/docs/api-reference/responses (the subset the official SDK relies on:
+``../shared/RESPONSES_CONTRACT.md``). A request owns its conversion to a chat request (``chat_request``): the
+Responses API is another wire shape over the same generation, formats and tool calls.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from openai_routes.protocol.chat import UNSUPPORTED_PARTS, ChatCompletionRequest
+from openai_routes.protocol.common import INT32, INT64, OpenAIModel
+from openai_routes.protocol.tools import FUNCTION_NAME, FunctionDefinition, check_schema
+
+VLLM_EXTRAS = {"seed", "top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos"}
+MIN_OUTPUT_TOKENS = 16  # OpenAI refuses less (integer_below_min_value)
+INPUT_PARTS = {"input_image": "image", "input_file": "file", "input_audio": "audio", **UNSUPPORTED_PARTS}
+
+
+class ContentPart(OpenAIModel):
+    """A text part: ``input_text``, or ``output_text`` as clients replay ``response.output`` (its ``id``,
+    ``annotations`` and ``logprobs`` are ignored)."""
+
+    type: Literal["input_text", "output_text", "text", "refusal"]
+    text: str = ""
+    refusal: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _supported(cls, data: Any) -> Any:
+        kind = data.get("type") if isinstance(data, dict) else None
+        if isinstance(kind, str) and kind in INPUT_PARTS:
+            raise ValueError(f"this model does not accept {INPUT_PARTS[kind]} input, only text content parts")
+        return data
+
+    @property
+    def content(self) -> str:
+        return self.refusal or "" if self.type == "refusal" else self.text
+
+
+def as_parts(value: Any) -> Any:
+    """A string is one text part: one shape downstream, and errors name the failing part."""
+    if isinstance(value, str):
+        return [{"type": "input_text", "text": value}]
+    if not isinstance(value, list):
+        raise ValueError("content must be a string or an array of content parts")
+    return value
+
+
+Parts = Annotated[list[ContentPart], BeforeValidator(as_parts)]
+
+
+class MessageItem(OpenAIModel):
+    type: Literal["message"] = "message"
+    role: Literal["user", "assistant", "system", "developer"]
+    content: Parts
+
+    def text(self) -> str:
+        return "".join(part.content for part in self.content)
+
+
+class FunctionCallItem(OpenAIModel):
+    type: Literal["function_call"]
+    call_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    arguments: str
+
+
+class FunctionCallOutputItem(OpenAIModel):
+    type: Literal["function_call_output"]
+    call_id: str = Field(min_length=1)
+    output: Parts
+
+    def text(self) -> str:
+        return "".join(part.content for part in self.output)
+
+
+class ReasoningItem(OpenAIModel):
+    """A replayed reasoning item: accepted, and left out of the prompt (as vLLM and OpenAI's stateless mode do)."""
+
+    type: Literal["reasoning"]
+
+
+def item_type(item: Any) -> Any:
+    return item.get("type") if isinstance(item, dict) else getattr(item, "type", None)
+
+
+# Tagged ``<type>`` so an error's param skips the tag (errors.is_discriminator_tag): ``input[0].content[0]``.
+InputItem = Annotated[
+    Annotated[MessageItem, Tag("<message>")]
+    | Annotated[FunctionCallItem, Tag("<function_call>")]
+    | Annotated[FunctionCallOutputItem, Tag("<function_call_output>")]
+    | Annotated[ReasoningItem, Tag("<reasoning>")],
+    Discriminator(
+        lambda item: f"<{item_type(item)}>",
+        custom_error_type="invalid_input_item",
+        custom_error_message="an input item is a message, function_call, function_call_output or reasoning item",
+    ),
+]
+
+
+def typed_item(item: Any) -> Any:
+    """Messages may come without ``type`` (``{"role", "content"}``, the easy input form)."""
+    if isinstance(item, dict) and "type" not in item and "role" in item:
+        return {**item, "type": "message"}
+    return item
+
+
+class FunctionTool(OpenAIModel):
+    """A flat function tool (no nested ``function``, unlike chat)."""
+
+    type: Literal["function"]
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_schema(value)
+
+    def chat_tool(self) -> dict[str, Any]:
+        definition = FunctionDefinition(
+            name=self.name, description=self.description, parameters=self.parameters, strict=self.strict
+        )
+        return {"type": "function", "function": definition}
+
+
+class NamedFunction(OpenAIModel):
+    type: Literal["function"]
+    name: str
+
+
+class TextFormat(OpenAIModel):
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    name: str = Field(default="response", pattern=FUNCTION_NAME)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> TextFormat:
+        if self.type == "json_schema":
+            if self.schema_ is None:
+                raise ValueError("'schema' is required when type is 'json_schema'")
+            check_schema(self.schema_)
+        return self
+
+    def wire(self) -> dict[str, Any]:
+        if self.type != "json_schema":
+            return {"type": self.type}
+        return {"type": "json_schema", "name": self.name, "schema": self.schema_, "strict": self.strict,
+                "description": self.description}  # fmt: skip
+
+    def response_format(self) -> dict[str, Any] | None:
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            return {"type": "json_object"}
+        schema = {"name": self.name, "schema": self.schema_, "strict": self.strict, "description": self.description}
+        return {"type": "json_schema", "json_schema": schema}
+
+
+class TextConfig(OpenAIModel):
+    format: TextFormat = Field(default_factory=TextFormat)
+
+
+class ResponsesRequest(OpenAIModel):
+    """Fields OpenAI documents that change nothing here (``truncation``, ``include``, ``reasoning``,
+    ``prompt_cache_key``, ``safety_identifier``, ``service_tier``, ...) are accepted and ignored."""
+
+    model: str = Field(min_length=1)
+    input: list[InputItem] = Field(min_length=1)
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(default=None, ge=MIN_OUTPUT_TOKENS)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    text: TextConfig = Field(default_factory=TextConfig)
+    tools: list[FunctionTool] = Field(default_factory=list)
+    tool_choice: Literal["none", "auto", "required"] | NamedFunction = "auto"
+    parallel_tool_calls: bool = True
+    previous_response_id: str | None = Field(default=None, min_length=1)
+    store: bool = True
+    background: bool = False
+    stream: bool = False
+    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    user: str | None = None
+    # vLLM's extra sampling fields, as chat takes them through the SDK's ``extra_body`` (chat's bounds).
+    seed: int | None = Field(default=None, ge=-INT64 - 1, le=INT64)
+    top_k: int | None = Field(default=None, ge=-1, le=INT32)
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    repetition_penalty: float | None = Field(default=None, gt=0, le=2)
+    min_tokens: int | None = Field(default=None, ge=0, le=INT32)
+    ignore_eos: bool = False
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _items(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [{"type": "message", "role": "user", "content": value}]
+        if not isinstance(value, list):
+            raise ValueError("input must be a string or an array of input items")
+        return [typed_item(item) for item in value]
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _function_tools(cls, value: Any) -> Any:
+        for tool in value if isinstance(value, list) else []:
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            if kind != "function":
+                raise ValueError(f"only function tools are supported here, not '{kind}'")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, value: list[FunctionTool]) -> list[FunctionTool]:
+        names = [tool.name for tool in value]
+        if len(set(names)) != len(names):
+            raise ValueError("tool names must be unique")
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _known_tool(cls, value: Any, info: ValidationInfo) -> Any:
+        names = {tool.name for tool in info.data.get("tools") or []}
+        if value == "required" and not names:
+            raise ValueError("'required' needs at least one tool in 'tools'")
+        if isinstance(value, NamedFunction) and value.name not in names:
+            raise ValueError(f"tool '{value.name}' is not in 'tools'")
+        return value
+
+    @model_validator(mode="after")
+    def _background_is_stored(self) -> ResponsesRequest:
+        if self.background and not self.store:
+            raise ValueError("'background' needs 'store': a response run in the background is read back later")
+        return self
+
+    @property
+    def tool_choice_wire(self) -> str | dict[str, Any]:
+        return self.tool_choice if isinstance(self.tool_choice, str) else self.tool_choice.model_dump()
+
+    def chat_request(self, messages: list[dict[str, Any]]) -> ChatCompletionRequest:
+        """The chat request this one runs as, over ``messages`` (the chain's context, the instructions and the
+        input, already in chat's shape)."""
+        named = isinstance(self.tool_choice, NamedFunction)
+        chat: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "max_completion_tokens": self.max_output_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "response_format": self.text.format.response_format(),
+            "tools": [tool.chat_tool() for tool in self.tools] or None,
+            "tool_choice": {"type": "function", "function": {"name": self.tool_choice.name}}  # type: ignore[union-attr]
+            if named
+            else self.tool_choice,
+            "parallel_tool_calls": self.parallel_tool_calls,
+            "user": self.user,
+            **self.model_dump(include=VLLM_EXTRAS, exclude_none=True),
+        }
+        return ChatCompletionRequest.model_validate(chat)
+
+
+# --- the response object -------------------------------------------------------------------------------------
+
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
+Status = Literal["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"]
+
+
+class OutputText(BaseModel):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list[Any] = Field(default_factory=list)
+    logprobs: list[Any] = Field(default_factory=list)
+
+
+class OutputMessage(BaseModel):
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    status: ItemStatus
+    content: list[OutputText]
+
+
+class FunctionToolCall(BaseModel):
+    id: str
+    type: Literal["function_call"] = "function_call"
+    call_id: str
+    name: str
+    arguments: str
+    status: ItemStatus
+
+
+class ReasoningText(BaseModel):
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str
+
+
+class OutputReasoning(BaseModel):
+    id: str
+    type: Literal["reasoning"] = "reasoning"
+    summary: list[Any] = Field(default_factory=list)
+    content: list[ReasoningText]
+    status: ItemStatus
+
+
+OutputItem = OutputMessage | FunctionToolCall | OutputReasoning
+
+
+class InputTokensDetails(BaseModel):
+    cached_tokens: int = 0
+
+
+class OutputTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+
+
+class ResponseUsage(BaseModel):
+    input_tokens: int
+    input_tokens_details: InputTokensDetails
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails
+    total_tokens: int
+
+
+class ResponseError(BaseModel):
+    code: str
+    message: str
+
+
+class IncompleteDetails(BaseModel):
+    reason: Literal["max_output_tokens", "content_filter"]
+
+
+class Response(BaseModel):
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    completed_at: int | None = None
+    status: Status
+    background: bool = False
+    error: ResponseError | None = None
+    incomplete_details: IncompleteDetails | None = None
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    model: str
+    output: list[OutputItem] = Field(default_factory=list)
+    parallel_tool_calls: bool = True
+    previous_response_id: str | None = None
+    store: bool = True
+    temperature: float | None = None
+    text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
+    tool_choice: str | dict[str, Any] = "auto"
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    top_p: float | None = None
+    truncation: Literal["disabled", "auto"] = "disabled"
+    usage: ResponseUsage | None = None
+    user: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class DeletedResponse(BaseModel):
+    id: str
+    object: Literal["response"] = "response"
+    deleted: bool = True
+
+
+class InputItemList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool

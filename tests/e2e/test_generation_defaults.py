@@ -1,0 +1,89 @@
+"""The model's ``generation_config.json`` decides what a silent request gets, as with ``vllm serve``.
+
+The server of this module serves a copy of the default chat model whose ``generation_config.json`` is greedy
+(``top_k: 1`` at ``temperature: 1.0``): the copy links the store's files and writes its own generation config,
+and the config (``tests/configs/generation-defaults.yaml``) is rewritten to serve it from that path. Requests
+that set nothing answer as at temperature 0; a request that sets ``top_k`` itself samples.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import yaml
+
+from tests.e2e.conftest import CHAT_MODEL
+from tests.e2e.probes import own_server, server_log
+from tests.e2e.server import ROOT, Server
+
+TEMPLATE = ROOT / "tests" / "configs" / "generation-defaults.yaml"
+GREEDY = {"do_sample": True, "temperature": 1.0, "top_k": 1}
+MESSAGES: list[Any] = [{"role": "user", "content": "Write a short poem about the sea."}]
+PROMPT = "Once upon a time, in a small village by the sea,"
+
+
+def greedy_copy(target: Path) -> Path:
+    """The store's chat model with a greedy ``generation_config.json`` (weights linked, not copied)."""
+    import bentoml
+
+    source = Path(bentoml.models.get(CHAT_MODEL).path)
+    target.mkdir()
+    for file in source.iterdir():
+        if file.name != "generation_config.json":
+            (target / file.name).symlink_to(file)
+    generation = json.loads((source / "generation_config.json").read_text())
+    (target / "generation_config.json").write_text(json.dumps({**generation, **GREEDY}, indent=2))
+    return target
+
+
+@pytest.fixture(scope="module")
+def greedy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    workdir = tmp_path_factory.mktemp("generation-defaults")
+    config = yaml.safe_load(TEMPLATE.read_text())
+    config["models"][0]["source"] = {"path": str(greedy_copy(workdir / "model"))}
+    config_path = workdir / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    with own_server(str(config_path), workdir) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def greedy_client(greedy_server: Server) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=f"{greedy_server.base_url}/v1", api_key=greedy_server.api_key, max_retries=0, timeout=120
+    )
+
+
+def chat(client: openai.OpenAI, **extra: Any) -> str:
+    reply = client.chat.completions.create(model=CHAT_MODEL, messages=MESSAGES, max_tokens=24, **extra)
+    return reply.choices[0].message.content or ""
+
+
+def test_a_silent_request_is_greedy_from_the_models_file(greedy_client: openai.OpenAI) -> None:
+    answers = {chat(greedy_client) for _ in range(3)}
+    assert len(answers) == 1, answers
+    assert answers == {chat(greedy_client, temperature=0)}
+
+
+def test_completions_take_the_same_defaults(greedy_client: openai.OpenAI) -> None:
+    def complete(**extra: Any) -> str:
+        reply = greedy_client.completions.create(model=CHAT_MODEL, prompt=PROMPT, max_tokens=24, **extra)
+        return str(reply.choices[0].text)
+
+    assert complete() == complete(seed=1) == complete(temperature=0)
+
+
+def test_a_request_that_sets_top_k_samples(greedy_client: openai.OpenAI) -> None:
+    answers = {chat(greedy_client, temperature=1, seed=seed, extra_body={"top_k": 50}) for seed in range(4)}
+    assert len(answers) > 1, answers
+
+
+def test_the_effective_defaults_are_logged_once(greedy_server: Server) -> None:
+    lines = [line for line in server_log(greedy_server).splitlines() if "sampling defaults for requests" in line]
+    assert len(lines) == 1, lines
+    assert "'top_k': 1" in lines[0] and "'temperature': 1.0" in lines[0]

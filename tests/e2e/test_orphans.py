@@ -1,0 +1,117 @@
+"""Nothing outlives its owner: a SIGKILL of the worker or of the arbiter leaves no process of theirs running.
+
+``bentoml serve`` becomes the circus arbiter (``circusd``); it runs the worker (``_bentoml_impl.worker.service``),
+which owns vLLM's engine processes (``VLLM::EngineCore`` and its ``VLLM::Worker``, one pair per model of
+``configs/default.yaml``). The OOM killer or a supervisor's timeout can SIGKILL either:
+
+- the worker: its engine processes must be gone within 20 s (circus then starts a new worker, with new engines);
+- the arbiter: the worker and its engines must be gone within 20 s, and a new server binds the same port.
+
+Each test remembers every process it saw and kills the survivors by pid, whether it passed or not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.e2e.probes import wait_for
+from tests.e2e.server import Server, free_port, still_alive
+
+CONFIG = "configs/default.yaml"
+MODELS = 2  # chat and embeddings: an EngineCore and a Worker each
+WORKER_MODULE = "_bentoml_impl.worker.service"
+WITHIN = 20  # seconds: the bound the issue sets
+
+
+def command_line(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline()).strip() or process.name()
+    except psutil.NoSuchProcess:
+        return ""
+
+
+def workers_of(server: Server) -> list[psutil.Process]:
+    assert server.process is not None
+    return [p for p in psutil.Process(server.process.pid).children() if WORKER_MODULE in command_line(p)]
+
+
+def engine_processes(processes: list[psutil.Process]) -> list[psutil.Process]:
+    return [p for p in processes if command_line(p).startswith("VLLM::")]
+
+
+@contextlib.contextmanager
+def killed_at_the_end(processes: list[psutil.Process]) -> Iterator[None]:
+    """Kill whatever of ``processes`` still runs on the way out (psutil checks create times: no recycled pid)."""
+    try:
+        yield
+    finally:
+        for process in still_alive(processes):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(processes, timeout=10)
+
+
+@contextlib.contextmanager
+def serving(log_dir: Path, port: int | None = None) -> Iterator[Server]:
+    """A server of the default config, stopped on the way out (a stop after a kill returns at once)."""
+    key = f"sk-test-{secrets.token_hex(16)}"
+    server = Server(port=port or free_port(), api_key=key, log_path=log_dir / "serve.log", config=CONFIG)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def ready(server: Server) -> bool:
+    try:
+        return httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_worker_takes_its_engine_processes_along(tmp_path: Path) -> None:
+    with serving(tmp_path) as server:
+        [worker] = workers_of(server)
+        processes = [p for p in server.tree() if p.pid != worker.ppid()]  # all but the arbiter
+        engines = engine_processes(processes)
+        assert len(engines) == 2 * MODELS, f"engine processes: {engines}"
+        with killed_at_the_end(processes):
+            worker.send_signal(signal.SIGKILL)
+            _, alive = psutil.wait_procs(processes, timeout=WITHIN)
+            left = [f"{p.pid} {command_line(p)}" for p in still_alive(alive)]
+            print(f"\nworker SIGKILL: {len(processes)} processes, {len(left)} left after {WITHIN} s: {left}")
+            assert not left, f"still running {WITHIN} s after the worker's SIGKILL: {left}"
+        # circus starts a new worker with new engines: let it come up, so that the server stops cleanly.
+        wait_for(lambda: ready(server) and worker not in workers_of(server), 600, "a new worker ready", 2)
+    assert not server.killed, f"processes of the new worker left running after it stopped: {server.killed}"
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_arbiter_takes_the_worker_and_its_engines_along(tmp_path: Path) -> None:
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+    with serving(tmp_path / "first") as server:
+        assert server.process is not None
+        processes = [p for p in server.tree() if p.pid != server.process.pid]
+        assert len(engine_processes(processes)) == 2 * MODELS, processes
+        with killed_at_the_end(processes):
+            server.process.send_signal(signal.SIGKILL)
+            server.process.wait(10)
+            _, alive = psutil.wait_procs(processes, timeout=WITHIN)
+            left = [f"{p.pid} {command_line(p)}" for p in still_alive(alive)]
+            print(f"\narbiter SIGKILL: {len(processes)} processes, {len(left)} left after {WITHIN} s: {left}")
+            assert not left, f"still running {WITHIN} s after the arbiter's SIGKILL: {left}"
+    with serving(tmp_path / "second", port=server.port) as fresh:  # it could not bind if the old worker held it
+        models = httpx.get(f"{fresh.base_url}/v1/models", headers={"Authorization": f"Bearer {fresh.api_key}"})
+        assert models.status_code == 200, models.text
+    assert not fresh.killed, f"processes left running after SIGTERM: {fresh.killed}"

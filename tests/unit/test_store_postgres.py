@@ -1,0 +1,99 @@
+"""The Responses store on a real PostgreSQL server started from the ``pgserver`` wheel (no system install): the
+URL pgserver gives, JSONB, two replicas on one server, and replicas that open (and migrate) at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from openai_routes.store import ResponseStore, StoreFullError
+from tests.unit.store_fixtures import TTL, Postgres, make_record, schema_differences
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    server = Postgres(tmp_path_factory.mktemp("pg") / "data")
+    yield server
+    server.server.cleanup()
+
+
+async def open_replicas(url: str, count: int = 2) -> list[ResponseStore]:
+    """``count`` stores opened at once on one database, as replicas starting together (the advisory lock)."""
+    return list(
+        await asyncio.gather(*(ResponseStore.open(url, ttl=TTL, max_response_bytes=10_000) for _ in range(count)))
+    )
+
+
+async def test_postgres_uri_is_a_unix_socket_url_the_store_accepts(postgres: Postgres) -> None:
+    url = postgres.new_database()
+    assert url.startswith("postgresql://postgres:@/store_") and "?host=/" in url
+    (store,) = await open_replicas(url, 1)
+    try:
+        assert store.engine.dialect.name == "postgresql" and store.engine.dialect.driver == "asyncpg"
+        assert await schema_differences(store) == []
+        async with store.engine.connect() as connection:
+            columns = await connection.exec_driver_sql(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'responses'"
+            )
+            types = {str(row["column_name"]): str(row["data_type"]) for row in columns.mappings()}
+        assert types["response"] == types["input_items"] == "jsonb"
+    finally:
+        await store.close()
+
+
+async def test_two_replicas_share_one_postgres(postgres: Postgres) -> None:
+    one, two = await open_replicas(postgres.new_database())
+    try:
+        await one.save(make_record("resp_1"))
+        await one.save(make_record("resp_2", previous="resp_1", status="in_progress"))
+        got = await two.get("resp_2", "alice")
+        assert got is not None and got.previous_response_id == "resp_1"
+        assert [record.id for record in await two.chain("resp_2", "alice") or []] == ["resp_1", "resp_2"]
+        assert [record.id for record in await two.unfinished()] == ["resp_2"]
+        assert await two.update(make_record("resp_2", previous="resp_1", status="cancelled"), unless=("completed",))
+        assert not await one.update(make_record("resp_2", previous="resp_1", status="completed"), unless=("cancelled",))
+        assert await two.get("resp_1", "mallory") is None and await two.chain("resp_2", "mallory") is None
+        assert not await two.delete("resp_1", "mallory")
+        assert await two.delete("resp_1", "alice")
+        assert await one.get("resp_1", "alice") is None and await one.chain("resp_2", "alice") is None
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_postgres_expiry_purge_cap_and_nul(postgres: Postgres) -> None:
+    (store,) = await open_replicas(postgres.new_database(), 1)
+    try:
+        record = make_record("resp_1")
+        record.input_items[0]["text"] = "a\x00b"  # jsonb refuses \u0000
+        await store.save(record)
+        got = await store.get("resp_1", "alice")
+        assert got is not None and got.input_items[0]["text"] == "a\ufffdb"
+        await store.save(make_record("resp_old", expires_at=int(time.time()) - 1))
+        assert await store.get("resp_old", "alice") is None
+        assert await store.purge_expired() == 1
+        assert await store.purge_expired(now=time.time() + TTL + 1) == 1
+        too_big = make_record("resp_2")
+        too_big.response["output"] = [{"text": "x" * 10_000}]
+        with pytest.raises(StoreFullError):
+            await store.save(too_big)
+    finally:
+        await store.close()
+
+
+async def test_replicas_opening_at_once_migrate_once(postgres: Postgres) -> None:
+    """Four opens of a fresh database at once: the advisory lock lets one migrate, the others then find the head."""
+    url = postgres.new_database()
+    stores = await open_replicas(url, 4)
+    try:
+        async with stores[0].engine.connect() as connection:
+            versions = (await connection.exec_driver_sql("SELECT version_num FROM alembic_version")).all()
+        assert versions == [("0001",)]
+        (again,) = await open_replicas(url, 1)  # and a later open is a no-op
+        await again.close()
+    finally:
+        for store in stores:
+            await store.close()

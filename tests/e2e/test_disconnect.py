@@ -43,10 +43,16 @@ def assert_serves_normally(client: openai.OpenAI) -> None:
 
 def test_dropped_stream_is_aborted_in_the_engine(server: Server, client: openai.OpenAI) -> None:
     wait_engine_idle(server, CHAT_MODEL, timeout=60)
+    sent = time.monotonic()
     stream = client.chat.completions.create(**long_sdk_call(), stream=True)
-    received = [chunk for chunk, _ in zip(stream, range(3), strict=False)]
+    arrivals = [f"headers {time.monotonic() - sent:.2f} s"]
+    received = []
+    for chunk, _ in zip(stream, range(3), strict=False):
+        received.append(chunk)
+        arrivals.append(f"chunk {time.monotonic() - sent:.2f} s")
     assert len(received) == 3 and received[0].choices[0].delta.role == "assistant"
-    assert engine_running(server.base_url, CHAT_MODEL) == 1
+    # A stream that arrives only once the engine is done fails here: its timings and the server's log tell why.
+    assert engine_running(server.base_url, CHAT_MODEL) == 1, f"{arrivals}\n{server.log_tail()}"
     stream.close()
     freed = wait_engine_idle(server, CHAT_MODEL, timeout=ABORT_WITHIN)
     print(f"\ndisconnect: dropped stream freed in the engine {freed:.2f} s after the client closed it")

@@ -9,6 +9,7 @@ can serve, ``/livez`` turns 503 when an engine dies.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -25,6 +26,7 @@ from openai_routes.auth import KeyRing
 from openai_routes.envelope import OpenAIErrorEnvelope
 from openai_routes.guard import Drain
 from openai_routes.lifecycle import Lifecycle
+from openai_routes.loop_watch import LoopWatch
 from openai_routes.metrics import ServerMetrics, engine_gauges
 from openai_routes.registry import ModelRegistry, ServedModel
 from openai_routes.response_book import ResponseBook
@@ -120,6 +122,7 @@ class BentoOAIService:
             )
             logger.info("%s ready in %.0f s", model.id, time.monotonic() - started)
         freeze_startup_heap()
+        LoopWatch(asyncio.get_running_loop(), quiet=lambda: drain.draining).start()  # engine starts hold the loop
 
     def model_path(self, index: int, model: ModelConfig) -> str:
         if model.source.path:

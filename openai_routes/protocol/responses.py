@@ -118,25 +118,13 @@ def typed_item(item: Any) -> Any:
     return item
 
 
-class FunctionTool(OpenAIModel):
-    """A flat function tool (no nested ``function``, unlike chat)."""
+class FunctionTool(FunctionDefinition):
+    """A flat function tool: chat's function definition with the ``type`` beside it (no nested ``function``)."""
 
     type: Literal["function"]
-    name: str = Field(pattern=FUNCTION_NAME)
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-
-    @field_validator("parameters")
-    @classmethod
-    def _parameters(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if value is None else check_schema(value)
 
     def chat_tool(self) -> dict[str, Any]:
-        definition = FunctionDefinition(
-            name=self.name, description=self.description, parameters=self.parameters, strict=self.strict
-        )
-        return {"type": "function", "function": definition}
+        return {"type": "function", "function": FunctionDefinition.model_validate(self.model_dump(exclude={"type"}))}
 
 
 class NamedFunction(OpenAIModel):

@@ -21,6 +21,7 @@ import pytest
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
+from tests.e2e import test_tools
 from tests.e2e.conftest import CHAT_MODEL
 from tests.e2e.probes import (
     endless_response,
@@ -39,28 +40,9 @@ ASK = "What is the weather in Paris?"
 STORY = "Write a long story about a lighthouse keeper."
 ABORT_WITHIN = 10  # seconds for the engine to drop an aborted request (test_disconnect.py's bound)
 
-WEATHER: dict[str, Any] = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "Get the current weather for a city",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
-        "required": ["city", "unit"],
-        "additionalProperties": False,
-    },
-}
-TIME: dict[str, Any] = {
-    "type": "function",
-    "name": "get_time",
-    "description": "Get the current time in a timezone",
-    "parameters": {
-        "type": "object",
-        "properties": {"timezone": {"type": "string"}},
-        "required": ["timezone"],
-        "additionalProperties": False,
-    },
-}
+# The chat tests' tools, in the Responses API's flat shape (no nested ``function``).
+WEATHER: dict[str, Any] = {"type": "function", **test_tools.WEATHER["function"]}
+TIME: dict[str, Any] = {"type": "function", **test_tools.TIME["function"]}
 TOOLS: list[Any] = [WEATHER, TIME]
 PARAMETERS = {tool["name"]: tool["parameters"] for tool in TOOLS}
 CAT_SCHEMA = {

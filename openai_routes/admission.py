@@ -9,9 +9,11 @@ the embedding model. Only ``POST`` calls are admitted here; ``GET /v1/models`` i
 ``/livez``, ``/readyz`` and ``/metrics`` do not pass through this app at all. The body was read by
 ``guard.RequestGuard``, which leaves it in the scope.
 
-A request's sequences are a ``Slot``, left in the scope: released when the request ends, unless the route
-``keep``s it for work that outlives the request (a background response holds its slot until its run ends, so
-background runs are bounded by the same limits).
+A request's sequences are a ``Slot``, left in the scope: acquired before the route runs and released when the
+request ends, unless the route ``keep``s it for work that outlives the request. A background response is the one
+such work: its POST is answered at once (``queued``, or 429 when the queue is full, as for any request), and its
+run acquires the slot, waiting in the same queue, and holds it until it ends; so background runs are bounded by
+the same limits, and a client that leaves while its run waits loses nothing.
 """
 
 from __future__ import annotations
@@ -88,23 +90,39 @@ SLOT_KEY = "bento_oai.slot"
 
 
 class Slot:
-    """One admitted request's sequences in its model's gate."""
+    """One request's sequences in its model's gate: held once ``acquire`` returns, until ``release``."""
 
-    def __init__(self, gate: Gate, weight: int, in_flight: Gauge) -> None:
+    def __init__(self, gate: Gate, weight: int, queued: Gauge, in_flight: Gauge) -> None:
         self.gate = gate
         self.weight = weight
+        self.queued = queued
         self.in_flight = in_flight
+        self.held = False
         self.kept = False
 
+    async def acquire(self) -> None:
+        """Wait in the gate's queue until the sequences are granted (at once if they are held already)."""
+        if self.held:
+            return
+        self.queued.inc()
+        try:
+            await self.gate.acquire(self.weight)
+        finally:
+            self.queued.dec()
+        self.held = True
+        self.in_flight.inc()
+
     def keep(self) -> Callable[[], None]:
-        """Take the slot over from the request, which then leaves it held: the caller calls what this returns
-        exactly once, when its work ends."""
+        """Take the slot over from the request, which then leaves it as it is: the caller calls what this
+        returns exactly once, when its work ends."""
         self.kept = True
         return self.release
 
     def release(self) -> None:
-        self.in_flight.dec()
-        self.gate.release(self.weight)
+        if self.held:
+            self.held = False
+            self.in_flight.dec()
+            self.gate.release(self.weight)
 
 
 def _count(items: Any) -> int:
@@ -123,6 +141,11 @@ def sequences(path: str, body: dict[str, Any]) -> int:
     if path.endswith("/completions") and not path.endswith("/chat/completions"):
         return n * _count(body.get("prompt"))
     return n
+
+
+def queues_itself(path: str, body: dict[str, Any]) -> bool:
+    """A background response is answered at once, ``queued``: its run waits in the gate, not its POST."""
+    return path.endswith("/responses") and body.get("background") is True
 
 
 def json_body(scope: Scope) -> dict[str, Any]:
@@ -151,8 +174,7 @@ class Admission:
         self.metrics = metrics
         self.gates: dict[str, Gate] = {}
 
-    def gate(self, scope: Scope) -> tuple[str, Gate, int] | None:
-        body = json_body(scope)
+    def gate(self, path: str, body: dict[str, Any]) -> tuple[str, Gate, int] | None:
         name = body.get("model")
         model = self.registry.find(name) if isinstance(name, str) else None
         if model is None:
@@ -160,10 +182,14 @@ class Admission:
         if model.id not in self.gates:
             self.gates[model.id] = Gate(self.max_in_flight, self.max_queued)
         gate = self.gates[model.id]
-        return model.id, gate, gate.weight(sequences(scope.get("path", ""), body))
+        return model.id, gate, gate.weight(sequences(path, body))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = self.gate(scope) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path, body = scope.get("path", ""), json_body(scope)
+        found = self.gate(path, body)
         if found is None:
             await self.app(scope, receive, send)
             return
@@ -172,14 +198,12 @@ class Admission:
         if gate.full(weight):
             await overloaded(self.retry_after).response()(scope, receive, send)
             return
-        queued, in_flight = self.metrics.queued.labels(model=model), self.metrics.in_flight.labels(model=model)
-        queued.inc()
-        try:
-            await gate.acquire(weight)
-        finally:
-            queued.dec()
-        in_flight.inc()
-        slot = scope[SLOT_KEY] = Slot(gate, weight, in_flight)
+        labels = {"model": model}
+        slot = scope[SLOT_KEY] = Slot(
+            gate, weight, self.metrics.queued.labels(**labels), self.metrics.in_flight.labels(**labels)
+        )
+        if not queues_itself(path, body):
+            await slot.acquire()
         try:
             await self.app(scope, receive, send)
         finally:

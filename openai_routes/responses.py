@@ -19,7 +19,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response as HTTPResponse
 
 from openai_routes.access import current
-from openai_routes.admission import SLOT_KEY
+from openai_routes.admission import SLOT_KEY, Slot
 from openai_routes.auth import key_owner
 from openai_routes.chat import PreparedChat, prepare_chat
 from openai_routes.engine import GenerateEngine
@@ -93,9 +93,11 @@ class ResponseJob:
         [steps] = await generations.start(engine, [(prepared.prompt_ids, prepared.options, self.record.id)])
         return steps
 
-    async def background(self, generations: Generations, engine: GenerateEngine) -> None:
-        """The run of a background response: in progress, then finished, failed or cancelled in its record."""
+    async def background(self, generations: Generations, engine: GenerateEngine, slot: Slot) -> None:
+        """The run of a background response: queued until its admission slot is granted, in progress, then
+        finished, failed or cancelled in its record."""
         try:
+            await generations.deadline.wait(slot.acquire())  # the request's deadline covers its wait in the queue
             self.run.response = self.run.response.model_copy(update={"status": "in_progress"})
             await self.book.finish(self.recorded(self.run.response))
             response = await self.run.collect(await self.start(generations, engine))
@@ -132,8 +134,9 @@ def create_router(registry: ModelRegistry, limits: Limits, metrics: ServerMetric
         generations = Generations(served.id, limits.request_timeout, metrics)
         if request.background:
             await book.keep(job.record)
-            run = book.run_in_background(job.record, job.background(generations, engine))
-            release = http.scope[SLOT_KEY].keep()  # the run holds the request's admission slot until it ends
+            slot: Slot = http.scope[SLOT_KEY]
+            release = slot.keep()  # the run waits for the request's admission slot and holds it until it ends
+            run = book.run_in_background(job.record, job.background(generations, engine, slot))
             run.add_done_callback(lambda _: release())
             return job.run.response
         steps = await job.start(generations, engine)

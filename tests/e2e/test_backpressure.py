@@ -24,7 +24,15 @@ import psutil
 import pytest
 
 from tests.e2e.conftest import CHAT_MODEL
-from tests.e2e.probes import engine_running, engine_running_in, envelope, own_server, wait_engine_idle, wait_for
+from tests.e2e.probes import (
+    endless_response,
+    engine_running,
+    engine_running_in,
+    envelope,
+    own_server,
+    wait_engine_idle,
+    wait_for,
+)
 from tests.e2e.server import Server, still_alive
 
 LIMITED_CONFIG = "tests/configs/limited.yaml"
@@ -145,6 +153,32 @@ async def test_saturation_gives_exactly_four_200s_and_six_fast_429s(limited: Ser
 def test_capacity_is_back_after_saturation(limited: Server, limited_http: httpx.Client) -> None:
     wait_engine_idle(limited, CHAT_MODEL, timeout=30)
     assert limited_http.post(CHAT, json=short_body()).status_code == 200
+
+
+def test_a_background_response_at_capacity_is_answered_at_once_queued(limited: Server) -> None:
+    """With both running places taken, a background response is not held in its POST: it is answered queued, waits
+    in the admission queue without its client, and starts when a place frees (a cancel here)."""
+    wait_engine_idle(limited, CHAT_MODEL, timeout=30)
+    client = sdk(limited)
+    body = {**endless_response(background=True), "max_output_tokens": MAX_TOKENS}
+    running = [client.responses.create(model=CHAT_MODEL, **body) for _ in range(2)]
+    try:
+        wait_for(lambda: engine_running(limited.base_url, CHAT_MODEL) == 2, 30, "both background runs in the engine")
+        started = time.monotonic()
+        queued = client.responses.create(model=CHAT_MODEL, **body)
+        answered = time.monotonic() - started
+        running.append(queued)
+        print(f"\nbackground at capacity: answered {queued.status} in {answered:.2f} s")
+        assert queued.status == "queued" and answered < 5
+        assert client.responses.retrieve(queued.id).status == "queued"
+        assert engine_running(limited.base_url, CHAT_MODEL) == 2
+        assert client.responses.cancel(running[0].id).status == "cancelled"
+        wait_for(lambda: client.responses.retrieve(queued.id).status == "in_progress", 30, "the queued one to start")
+    finally:
+        for response in running:
+            with contextlib.suppress(openai.BadRequestError):  # already finished or cancelled
+                client.responses.cancel(response.id)
+    wait_engine_idle(limited, CHAT_MODEL, timeout=30)
 
 
 async def test_admission_counts_engine_sequences_not_requests(limited: Server) -> None:

@@ -290,6 +290,50 @@ async def test_a_background_run_holds_its_admission_slot_until_it_ends(tmp_path:
         assert (await create(h))["status"] == "completed"
 
 
+async def test_a_background_post_at_capacity_is_answered_queued_and_runs_when_room_frees(tmp_path: Path) -> None:
+    """With room for one sequence and a queue of one: a second background response is answered at once, queued,
+    and waits in the queue without its client; the queue bounds it (a third gets 429); it runs once room frees."""
+    hold = asyncio.Event()
+    generator = FakeGenerateEngine(context=512, hold=hold)
+    async with serve(tmp_path, generator, Limits(max_in_flight=1, max_queued=1)) as h:
+        running = await create(h, background=True)
+        await first_step(generator)
+        waiting = await create(h, background=True)
+        assert waiting["status"] == "queued"
+        busy = await h.client.post("/responses", json={"model": CHAT_MODEL, "input": "Hi", "background": True})
+        assert error_of(busy, 429)["code"] == "rate_limit_exceeded"
+        await asyncio.sleep(0.05)
+        assert (await h.client.get(f"/responses/{waiting['id']}")).json()["status"] == "queued"
+        assert len(generator.calls) == 1  # it has not reached the engine
+        assert (await h.client.post(f"/responses/{running['id']}/cancel")).json()["status"] == "cancelled"
+        hold.set()
+        for _ in range(200):
+            body = (await h.client.get(f"/responses/{waiting['id']}")).json()
+            if body["status"] == "completed":
+                break
+            await asyncio.sleep(0.01)
+        assert body["status"] == "completed" and body["output"][0]["content"][0]["text"] == "Hello, world"
+
+
+async def test_a_queued_background_response_can_be_cancelled_before_it_runs(tmp_path: Path) -> None:
+    hold = asyncio.Event()
+    generator = FakeGenerateEngine(context=512, hold=hold)
+    async with serve(tmp_path, generator, Limits(max_in_flight=1, max_queued=1)) as h:
+        running = await create(h, background=True)
+        await first_step(generator)
+        waiting = await create(h, background=True)
+        assert (await h.client.post(f"/responses/{waiting['id']}/cancel")).json()["status"] == "cancelled"
+        assert (await h.client.post(f"/responses/{running['id']}/cancel")).json()["status"] == "cancelled"
+        hold.set()
+        for _ in range(100):
+            if not h.book.runs:
+                break
+            await asyncio.sleep(0.01)
+        assert len(generator.calls) == 1  # the cancelled one never reached the engine
+        assert (await h.client.get(f"/responses/{waiting['id']}")).json()["status"] == "cancelled"
+        assert (await create(h))["status"] == "completed"  # and it left its place in the queue
+
+
 async def test_shutdown_records_a_running_background_response_failed(tmp_path: Path) -> None:
     generator = FakeGenerateEngine(context=512, hold=asyncio.Event())
     async with serve(tmp_path, generator) as h:

@@ -48,6 +48,7 @@ PARENT_POLL = 0.5  # seconds between two looks at the parent
 REAP_WAIT = 5  # seconds what the worker left gets to exit by itself before the reaper kills it
 ROOT = Path(__file__).resolve().parents[1]  # where ``python -m openai_routes.lifecycle`` finds the package
 READY = b"reaping\n"  # what the reaper says once SIGTERM cannot end it
+WATCHDOG_EXIT = "shutdown still running after"  # how the watchdog's log line begins
 
 
 def wait_for_parent_exit(parent: int) -> None:
@@ -108,7 +109,7 @@ def start_watchdog(seconds: float) -> None:
     """After ``seconds``, exit (the reaper then kills the engine processes): a shutdown must not hang forever."""
 
     def expire() -> None:
-        logger.error("shutdown still running after %.0f s: exiting", seconds)
+        logger.error("%s %.0f s: exiting", WATCHDOG_EXIT, seconds)
         os._exit(1)
 
     timer = threading.Timer(seconds, expire)

@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from openai_routes.lifecycle import WATCHDOG_EXIT
 from tests.e2e.server import Server, free_port, store_url
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def server(
         assert seconds < 60, f"the server took {seconds:.0f} s to stop"
         # The disconnect tests ran here: a request its client left unanswered must not hold the shutdown until
         # the watchdog ends it (lifecycle.start_watchdog logs this line, then exits).
-        assert "shutdown still running after" not in srv.log_path.read_text(errors="replace"), srv.log_tail()
+        assert WATCHDOG_EXIT not in srv.log_path.read_text(errors="replace"), srv.log_tail()
 
 
 @pytest.fixture(scope="session")

@@ -81,15 +81,25 @@ class ParsedOutput:
         self.parser = parser
         self.request = request
         self.prompt_token_ids: list[int] | None = prompt_token_ids
+        self.token_ids: list[int] = []  # what was generated, for the reasoning count
 
     def feed(self, text: str, token_ids: Sequence[int], finished: bool) -> list[OutputEvent]:
         prompt, self.prompt_token_ids = self.prompt_token_ids, None  # the parser reads the prompt once
+        self.token_ids.extend(token_ids)
         try:
             delta = self.parser.parse_delta(text, list(token_ids), self.request, prompt, finished=finished)
         except Exception as exc:  # a parser bug must not lose the output: pass the text on as it came
             logger.warning("the output parser failed on a delta (%s); passing it on as text", type(exc).__name__)
             return [OutputEvent("text", text)] if text else []
         return [] if delta is None else delta_events(delta)
+
+    def reasoning_tokens(self) -> int:
+        """The reasoning parser's count (vLLM's ``count_reasoning_tokens``: the tokens of the reasoning span)."""
+        try:
+            return int(self.parser.count_reasoning_tokens(self.token_ids))
+        except Exception as exc:  # a count is not worth failing an answer for
+            logger.warning("the reasoning parser could not count reasoning tokens (%s)", type(exc).__name__)
+            return 0
 
 
 def delta_events(delta: Any) -> list[OutputEvent]:

@@ -84,6 +84,10 @@ class OutputReader(Protocol):
 
     def feed(self, text: str, token_ids: Sequence[int], finished: bool) -> list[OutputEvent]: ...
 
+    def reasoning_tokens(self) -> int:
+        """How many of the tokens read so far are reasoning (0 without a reasoning parser)."""
+        ...
+
 
 @dataclass(frozen=True)
 class TokenLogprob:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from openai_routes.engine import GenerateEngine, OutputDelta, OutputEvent, OutputReader, TokenLogprob
-from openai_routes.protocol.common import CompletionUsage, PromptTokensDetails
+from openai_routes.protocol.common import CompletionTokensDetails, CompletionUsage, PromptTokensDetails
 
 Finish = Literal["stop", "length", "tool_calls"]
 
@@ -51,6 +51,7 @@ class ChoiceOutput:
     reader: OutputReader | None = None
     single_call: bool = False
     with_reasoning: bool = True  # false: reasoning is read apart but not returned (vLLM's include_reasoning)
+    counts_reasoning: bool = False  # the model has a reasoning parser: usage says how many tokens were reasoning
     text: list[str] = field(default_factory=list)  # the raw output a reader read (without one, it is the content)
     tokens: int = 0
     logprobs: list[TokenLogprob] | None = None
@@ -94,6 +95,10 @@ class ChoiceOutput:
             else:
                 self.arguments.setdefault(event.index, []).append(event.text)
         return kept
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return self.reader.reasoning_tokens() if self.reader is not None and self.counts_reasoning else 0
 
     @property
     def called(self) -> bool:
@@ -145,6 +150,7 @@ def choice_outputs(
             engine.output_reader(tools, tool_choice, prompt_token_ids) if parse else None,
             single_call,
             with_reasoning,
+            counts_reasoning=engine.has_reasoning_parser,
         )
         for _ in range(n)
     ]
@@ -152,9 +158,15 @@ def choice_outputs(
 
 def usage(prompt_tokens: int, choices: Sequence[ChoiceOutput], cached_tokens: int | None = None) -> CompletionUsage:
     completion_tokens = sum(choice.tokens for choice in choices)
+    counted = any(choice.counts_reasoning for choice in choices)
     return CompletionUsage(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         total_tokens=prompt_tokens + completion_tokens,
         prompt_tokens_details=None if cached_tokens is None else PromptTokensDetails(cached_tokens=cached_tokens),
+        completion_tokens_details=(
+            CompletionTokensDetails(reasoning_tokens=sum(choice.reasoning_tokens for choice in choices))
+            if counted
+            else None
+        ),
     )

@@ -192,7 +192,7 @@ class ResponseRun:
                     input_tokens=prompt,
                     input_tokens_details=InputTokensDetails(cached_tokens=self.last.cached_tokens),
                     output_tokens=output,
-                    output_tokens_details=OutputTokensDetails(),
+                    output_tokens_details=OutputTokensDetails(reasoning_tokens=self.choice.reasoning_tokens),
                     total_tokens=prompt + output,
                 ),
             }

@@ -54,6 +54,9 @@ class TextReader:
     def feed(self, text: str, token_ids: Sequence[int], finished: bool) -> list[OutputEvent]:
         return [OutputEvent("text", text)] if text else []
 
+    def reasoning_tokens(self) -> int:
+        return 0
+
 
 @dataclass
 class GenerateCall:

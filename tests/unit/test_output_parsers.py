@@ -18,7 +18,7 @@ import pytest
 
 from engines.vllm_output import ModelParsers
 from openai_routes.engine import OutputDelta, OutputEvent
-from openai_routes.output import ChoiceOutput
+from openai_routes.output import ChoiceOutput, usage
 
 WEATHER: dict[str, Any] = {
     "type": "function",
@@ -169,6 +169,20 @@ def test_reasoning_can_be_left_out(qwen3: ModelParsers) -> None:
     choice = ChoiceOutput(qwen3.reader(None, "none", [1]), with_reasoning=False)
     events = [event for delta in deltas(qwen3_tokenizer(), QWEN3_ANSWER) for event in choice.feed(delta)]
     assert {event.kind for event in events} == {"text"} and choice.output().reasoning is None
+
+
+def test_usage_counts_the_reasoning_tokens(qwen3: ModelParsers, generic: ModelParsers) -> None:
+    """As vLLM reports them: the tokens between the think markers, in ``completion_tokens_details``; a model without
+    a reasoning parser reports no details."""
+    tok = qwen3_tokenizer()
+    _, choice = read(qwen3, tok, QWEN3_ANSWER, "auto")
+    choice.counts_reasoning = True  # what choice_outputs sets for a model with a reasoning parser
+    thinking = len(tok.encode("\nA greeting. Be brief.\n", add_special_tokens=False))
+    assert 0 < choice.reasoning_tokens == thinking < choice.tokens
+    details = usage(7, [choice]).completion_tokens_details
+    assert details is not None and details.reasoning_tokens == thinking
+    _, plain = read(generic, tokenizer(), "Hello!", "auto")
+    assert plain.reasoning_tokens == 0 and usage(7, [plain]).completion_tokens_details is None
 
 
 def test_parsers_that_read_tool_tokens_keep_special_tokens(generic: ModelParsers) -> None:

@@ -117,6 +117,7 @@ async def test_chat_completion_shape(h: Harness) -> None:
         "completion_tokens": 3,
         "total_tokens": PROMPT_TOKENS + 3,
         "prompt_tokens_details": {"cached_tokens": 3},
+        "completion_tokens_details": None,  # a model without a reasoning parser
     }
     [call] = h.generator.calls
     assert call.request_id == body["id"]
@@ -237,6 +238,7 @@ async def test_completions_several_prompts_index_is_prompt_times_n_plus_j(h: Har
         "completion_tokens": 8,
         "total_tokens": 13,
         "prompt_tokens_details": None,
+        "completion_tokens_details": None,
     }
     assert [call.prompt_token_ids for call in h.generator.calls] == [[97, 98], [99, 100, 101]]
     assert len({call.request_id for call in h.generator.calls}) == 2
@@ -289,6 +291,7 @@ async def test_completions_stream(h: Harness) -> None:
         "completion_tokens": 4,
         "total_tokens": 6,
         "prompt_tokens_details": None,
+        "completion_tokens_details": None,
     }
 
 

@@ -141,9 +141,13 @@ class KeepAlive:
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(max(0.0, self.last + self.every - time.monotonic()))
-            if self.open and time.monotonic() - self.last >= self.every:
+            silent = time.monotonic() - self.last
+            if silent < self.every:
+                await asyncio.sleep(self.every - silent)
+            elif self.open:
                 await self.send({"type": "http.response.body", "body": KEEPALIVE_FRAME, "more_body": True})
+            else:  # not started or already ended: nothing to keep alive (and no busy loop while it stays so)
+                await asyncio.sleep(self.every)
 
 
 def sse_response(

@@ -26,6 +26,7 @@ from openai_routes.streaming import (
     DONE,
     KEEPALIVE_FRAME,
     EventStream,
+    KeepAlive,
     TextChunks,
     frame,
     sse_frames,
@@ -315,3 +316,25 @@ async def test_an_idle_stream_gets_keepalive_comments_and_none_after_it_ends() -
     assert bodies[pings + 1 :] == [DONE, b""] and closed == [True]
     await asyncio.sleep(0.25)
     assert len(sent) == len(bodies) + 1, "a comment after the body ended"
+
+
+async def test_keepalive_sleeps_while_there_is_no_open_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the headers and after the body, silence is no reason to ping, nor to spin on the loop."""
+    sleeps: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def counted(delay: float) -> None:
+        sleeps.append(delay)
+        await real_sleep(delay)
+
+    async def send(message: Message) -> None:
+        raise AssertionError(f"nothing is open, yet it sent {message}")
+
+    keeper = KeepAlive(send, every=0.1)
+    keeper.last = time.monotonic() - 60  # long silent, never opened
+    monkeypatch.setattr(asyncio, "sleep", counted)
+    task = asyncio.create_task(keeper.run())
+    await real_sleep(0.35)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert 2 <= len(sleeps) <= 5 and all(delay > 0 for delay in sleeps), sleeps

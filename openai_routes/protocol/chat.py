@@ -25,6 +25,15 @@ from openai_routes.protocol.tools import ChatCompletionTool, NamedToolChoice, Re
 UNSUPPORTED_PARTS = {"image_url": "image", "input_audio": "audio", "file": "file"}
 
 
+def text_part_only(data: Any, unsupported: dict[str, str]) -> Any:
+    """A content part as given, unless its ``type`` is one of ``unsupported`` (type -> what it carries): then the
+    error says this model does not accept that input."""
+    kind = data.get("type") if isinstance(data, dict) else None
+    if isinstance(kind, str) and kind in unsupported:
+        raise ValueError(f"this model does not accept {unsupported[kind]} input, only text content parts")
+    return data
+
+
 class TextPart(OpenAIModel):
     """A text content part; image, audio and file parts are refused here, so ``param`` points at the part."""
 
@@ -34,10 +43,7 @@ class TextPart(OpenAIModel):
     @model_validator(mode="before")
     @classmethod
     def _supported(cls, data: Any) -> Any:
-        kind = data.get("type") if isinstance(data, dict) else None
-        if isinstance(kind, str) and kind in UNSUPPORTED_PARTS:
-            raise ValueError(f"this model does not accept {UNSUPPORTED_PARTS[kind]} input, only text content parts")
-        return data
+        return text_part_only(data, UNSUPPORTED_PARTS)
 
 
 class FunctionCall(BaseModel):

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from openai_routes.protocol.chat import UNSUPPORTED_PARTS, ChatCompletionRequest
+from openai_routes.protocol.chat import UNSUPPORTED_PARTS, ChatCompletionRequest, text_part_only
 from openai_routes.protocol.common import INT32, INT64, OpenAIModel
 from openai_routes.protocol.tools import FUNCTION_NAME, FunctionDefinition, check_schema
 
@@ -40,10 +40,7 @@ class ContentPart(OpenAIModel):
     @model_validator(mode="before")
     @classmethod
     def _supported(cls, data: Any) -> Any:
-        kind = data.get("type") if isinstance(data, dict) else None
-        if isinstance(kind, str) and kind in INPUT_PARTS:
-            raise ValueError(f"this model does not accept {INPUT_PARTS[kind]} input, only text content parts")
-        return data
+        return text_part_only(data, INPUT_PARTS)
 
     @property
     def content(self) -> str:

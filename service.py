@@ -20,16 +20,16 @@ import bentoml
 from pydantic import BaseModel
 
 from bento_image import build_envs, build_image
-from openai_routes.access import AccessLog
 from openai_routes.app import create_app, create_root_app
-from openai_routes.auth import KeyRing
-from openai_routes.envelope import OpenAIErrorEnvelope
-from openai_routes.guard import Drain
-from openai_routes.lifecycle import Lifecycle
-from openai_routes.loop_watch import LoopWatch
-from openai_routes.metrics import ServerMetrics, engine_gauges
-from openai_routes.registry import ModelRegistry, ServedModel
-from openai_routes.response_book import ResponseBook
+from openai_routes.core.metrics import ServerMetrics, engine_gauges
+from openai_routes.core.registry import ModelRegistry, ServedModel
+from openai_routes.endpoints.responses.book import ResponseBook
+from openai_routes.server.access_log import AccessLog
+from openai_routes.server.auth import KeyRing
+from openai_routes.server.envelope import OpenAIErrorEnvelope
+from openai_routes.server.guard import Drain
+from openai_routes.server.lifecycle import Lifecycle
+from openai_routes.server.loop_watch import LoopWatch
 from settings import DEFAULT_CONFIG, ModelConfig, load_config
 
 logger = logging.getLogger("bento_oai")
@@ -167,7 +167,7 @@ BentoOAI = bentoml.service(
     # BentoML's OpenTelemetry middleware makes a span per ASGI message: one per streamed token. Traces are off
     # by default anyway (sample rate 0), so /v1 skips it; see the profile in benchmarks/results/latest.md.
     tracing={"excluded_urls": ["/v1/"]},
-    logging={"access": {"enabled": False}},  # openai_routes.access logs each request, with its request id
+    logging={"access": {"enabled": False}},  # openai_routes.server.access_log logs each request, with its request id
 )(bentoml.asgi_app(app, path="/v1")(bentoml.asgi_app(root_app, path="/")(BentoOAIService)))
 # The first added runs outermost: request ids and the access line cover the rewritten 404/405s too.
 BentoOAI.add_asgi_middleware(AccessLog, metrics=metrics)

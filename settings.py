@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engines.generation_defaults import GENERATION_FIELDS, unknown_fields
-from openai_routes.limits import Limits
+from openai_routes.core.limits import Limits
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = "configs/default.yaml"

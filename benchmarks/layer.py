@@ -18,11 +18,11 @@ import time
 import prometheus_client
 from starlette.types import ASGIApp, Message
 
-from openai_routes.access import AccessLog
-from openai_routes.auth import KeyRing
-from openai_routes.envelope import OpenAIErrorEnvelope
-from openai_routes.limits import Limits
-from openai_routes.metrics import ServerMetrics
+from openai_routes.core.limits import Limits
+from openai_routes.core.metrics import ServerMetrics
+from openai_routes.server.access_log import AccessLog
+from openai_routes.server.auth import KeyRing
+from openai_routes.server.envelope import OpenAIErrorEnvelope
 from tests.unit.fakes import CHAT_MODEL, FakeEmbedEngine, FakeGenerateEngine, build_app, fake_registry, http_scope
 
 KEY = "sk-layer-bench"

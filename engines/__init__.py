@@ -1,1 +1,1 @@
-"""Model engines behind ``openai_routes.engine``: the only package that imports vLLM."""
+"""Model engines behind ``openai_routes.core.engine``: the only package that imports vLLM."""

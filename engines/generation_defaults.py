@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from openai_routes.engine import SamplingOptions
+from openai_routes.core.engine import SamplingOptions
 
 GENERATION_FIELDS = (
     "temperature",

@@ -1,4 +1,4 @@
-"""vLLM engines behind ``openai_routes.engine``: one ``AsyncLLM`` per model, generation or pooling.
+"""vLLM engines behind ``openai_routes.core.engine``: one ``AsyncLLM`` per model, generation or pooling.
 
 The only module that imports vLLM (lazily, so ``bentoml build`` and the unit tests never load it). CPU and
 GPU run this same code: only the engine arguments in ``configs/*.yaml`` differ.
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from engines.generation_defaults import resolve_defaults, with_defaults
 from engines.vllm_errors import translate
 from engines.vllm_output import ModelParsers
-from openai_routes.engine import (
+from openai_routes.core.engine import (
     Embedding,
     EngineFailedError,
     EngineInputError,

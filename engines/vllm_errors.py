@@ -1,4 +1,4 @@
-"""vLLM's exceptions as the engine-side errors of ``openai_routes.engine``, translated in one place.
+"""vLLM's exceptions as the engine-side errors of ``openai_routes.core.engine``, translated in one place.
 
 - A validation error is an ``EngineInputError`` (400) with vLLM's ``parameter`` (or the request field its message
   starts with), in plain words: values it echoes (``got -1``, ``[99999]``, ``=16``) and native source locations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import traceback
 
-from openai_routes.engine import EngineBusyError, EngineFailedError, EngineInputError, StructuredOutput
+from openai_routes.core.engine import EngineBusyError, EngineFailedError, EngineInputError, StructuredOutput
 
 # Request fields vLLM validates under the same name as the OpenAI API; its messages start with the field's name.
 REQUEST_FIELDS = frozenset(

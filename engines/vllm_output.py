@@ -4,7 +4,7 @@ vLLM's unified ``Parser`` (``vllm.parser``) composes the model's reasoning parse
 layer holds one per choice and calls ``parse_delta`` per streamed delta. We call it for every output, streamed or
 not, so an answer has the same calls, byte for byte, whichever way it is asked for (vLLM's whole-output ``parse``
 re-serializes ``required`` arguments, its streaming path does not). A model
-without a tool-call parser of its own calls in the generic format (``openai_routes.tool_format``), which vLLM's
+without a tool-call parser of its own calls in the generic format (``openai_routes.pipeline.tool_format``), which vLLM's
 ``hermes`` parser reads. The kind of call (``auto``, ``required``, a named tool, ``none``) comes from the request, as
 in vLLM: ``required`` is a JSON array of ``{"name", "parameters"}``, a named call's output is its arguments.
 """
@@ -15,8 +15,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from openai_routes import tool_format
-from openai_routes.engine import OutputEvent
+from openai_routes.core.engine import OutputEvent
+from openai_routes.pipeline import tool_format
 
 logger = logging.getLogger(__name__)
 PROBE_TOOL = {"type": "function", "function": {"name": "probe", "parameters": {"type": "object", "properties": {}}}}

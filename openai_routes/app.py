@@ -21,15 +21,21 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from openai_routes import chat, completions, embeddings, models, playground, responses, tokenize
-from openai_routes.admission import Admission
-from openai_routes.auth import APIKeyMiddleware, KeyRing
-from openai_routes.errors import install_error_handlers
-from openai_routes.guard import Drain, RequestGuard
-from openai_routes.limits import Limits
-from openai_routes.metrics import ServerMetrics
-from openai_routes.registry import ModelRegistry
-from openai_routes.response_book import ResponseBook
+from openai_routes.core.errors import install_error_handlers
+from openai_routes.core.limits import Limits
+from openai_routes.core.metrics import ServerMetrics
+from openai_routes.core.registry import ModelRegistry
+from openai_routes.endpoints.chat_completions import router as chat_completions
+from openai_routes.endpoints.completions import router as completions
+from openai_routes.endpoints.embeddings import router as embeddings
+from openai_routes.endpoints.models import router as models
+from openai_routes.endpoints.responses import router as responses
+from openai_routes.endpoints.responses.book import ResponseBook
+from openai_routes.endpoints.tokenize import router as tokenize
+from openai_routes.playground import router as playground
+from openai_routes.server.admission import Admission
+from openai_routes.server.auth import APIKeyMiddleware, KeyRing
+from openai_routes.server.guard import Drain, RequestGuard
 
 
 def create_app(
@@ -39,7 +45,7 @@ def create_app(
     app = FastAPI(title="bento-oai: OpenAI-compatible API", docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.include_router(models.create_router(registry))
-    app.include_router(chat.create_router(registry, limits, metrics))
+    app.include_router(chat_completions.create_router(registry, limits, metrics))
     app.include_router(completions.create_router(registry, limits, metrics))
     app.include_router(embeddings.create_router(registry, limits, metrics))
     app.include_router(responses.create_router(registry, limits, metrics, book))

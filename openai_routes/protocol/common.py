@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from openai_routes.engine import SamplingOptions
+from openai_routes.core.engine import SamplingOptions
 
 INT64 = 2**63 - 1
 INT32 = 2**31 - 1  # the engine serializes sampling ints with msgpack: larger ones fail inside vLLM

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from openai_routes.lifecycle import WATCHDOG_EXIT
+from openai_routes.server.lifecycle import WATCHDOG_EXIT
 from tests.e2e.server import Server, free_port, store_url
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from openai_routes import tool_format
+from openai_routes.pipeline import tool_format
 from openai_routes.protocol.tools import ChatCompletionTool
 from settings import load_config
 from tests.e2e.conftest import CHAT_MODEL

@@ -17,8 +17,7 @@ from fastapi import FastAPI
 from starlette.types import Scope
 
 from openai_routes.app import create_app
-from openai_routes.auth import KeyRing
-from openai_routes.engine import (
+from openai_routes.core.engine import (
     Embedding,
     EmbedEngine,
     GenerateEngine,
@@ -28,11 +27,12 @@ from openai_routes.engine import (
     SamplingOptions,
     TokenLogprob,
 )
-from openai_routes.guard import Drain
-from openai_routes.limits import Limits
-from openai_routes.metrics import ServerMetrics
-from openai_routes.registry import ModelRegistry, ServedModel
-from openai_routes.response_book import ResponseBook
+from openai_routes.core.limits import Limits
+from openai_routes.core.metrics import ServerMetrics
+from openai_routes.core.registry import ModelRegistry, ServedModel
+from openai_routes.endpoints.responses.book import ResponseBook
+from openai_routes.server.auth import KeyRing
+from openai_routes.server.guard import Drain
 
 Outcome = Literal["pending", "running", "finished", "closed", "cancelled", "failed"]
 Reply = Callable[[str, int], list[str]]

@@ -13,8 +13,9 @@ from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openai_routes.access import AccessLog, current
-from openai_routes.metrics import ServerMetrics
+from openai_routes.core.context import current
+from openai_routes.core.metrics import ServerMetrics
+from openai_routes.server.access_log import AccessLog
 
 SCOPE: Scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from openai_routes.auth import APIKeyMiddleware, KeyRing, bearer_key, read_keys
+from openai_routes.server.auth import APIKeyMiddleware, KeyRing, bearer_key, read_keys
 from tests.unit.fakes import FakeEmbedEngine, FakeGenerateEngine, build_app, fake_registry
 
 KEY = "sk-unit-auth"
@@ -69,7 +69,7 @@ def test_configure_with_a_keys_file_and_env(tmp_path: Path) -> None:
 
 def test_configure_without_keys_generates_and_logs_one(caplog: pytest.LogCaptureFixture) -> None:
     keyring, other = KeyRing(), KeyRing()
-    with caplog.at_level(logging.WARNING, logger="openai_routes.auth"):
+    with caplog.at_level(logging.WARNING, logger="openai_routes.server.auth"):
         keyring.configure("keys", None, None)
         other.configure("keys", "", None)
     generated = re.findall(r"sk-bento-[\w-]+", caplog.text)
@@ -81,14 +81,14 @@ def test_configure_without_keys_generates_and_logs_one(caplog: pytest.LogCapture
 
 def test_configure_disabled(caplog: pytest.LogCaptureFixture) -> None:
     keyring = KeyRing()
-    with caplog.at_level(logging.WARNING, logger="openai_routes.auth"):
+    with caplog.at_level(logging.WARNING, logger="openai_routes.server.auth"):
         keyring.configure("disabled", "k1", None)
     assert keyring.disabled
     assert "disabled" in caplog.text
 
 
 def test_keys_never_logged(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="openai_routes.auth"):
+    with caplog.at_level(logging.DEBUG, logger="openai_routes.server.auth"):
         KeyRing().configure("keys", "sk-very-secret", None)
     assert "sk-very-secret" not in caplog.text
 

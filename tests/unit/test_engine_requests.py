@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from starlette.types import Message
 
-from openai_routes.admission import Gate, sequences
-from openai_routes.engine import EngineFailedError, GenerationStep, SamplingOptions
-from openai_routes.limits import Limits
+from openai_routes.core.engine import EngineFailedError, GenerationStep, SamplingOptions
+from openai_routes.core.limits import Limits
+from openai_routes.server.admission import Gate, sequences
 from tests.unit.fakes import CHAT_MODEL, EMBED_MODEL, FakeEmbedEngine, FakeGenerateEngine, http_scope
 from tests.unit.test_routes import KEY, USER, assert_error, serve, sse_events
 

@@ -10,8 +10,8 @@ import pytest
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from openai_routes.engine import EngineInputError, EngineUnavailableError
-from openai_routes.errors import (
+from openai_routes.core.engine import EngineInputError, EngineUnavailableError
+from openai_routes.core.errors import (
     APIError,
     as_api_error,
     context_length_exceeded,
@@ -21,9 +21,9 @@ from openai_routes.errors import (
     service_unavailable,
     validation_error,
 )
+from openai_routes.endpoints.completions.protocol import CompletionRequest
+from openai_routes.endpoints.embeddings.protocol import EmbeddingCreateParams
 from openai_routes.protocol.chat import ChatCompletionRequest
-from openai_routes.protocol.completion import CompletionRequest
-from openai_routes.protocol.embeddings import EmbeddingCreateParams
 
 SECRET = "SECRET-4f2a"
 CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -167,7 +167,7 @@ def test_engine_unavailable_is_503_with_retry_after() -> None:
 
 
 def test_unexpected_error_is_500_with_a_request_id_only(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.ERROR, logger="openai_routes.errors"):
+    with caplog.at_level(logging.ERROR, logger="openai_routes.core.errors"):
         error = as_api_error(KeyError(f"/srv/{SECRET}/weights"))
         other = as_api_error(RuntimeError(SECRET))
     assert (error.status, error.type, error.param, error.code) == (500, "server_error", None, None)

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from engines.generation_defaults import GENERATION_FIELDS, resolve_defaults, unknown_fields, with_defaults
-from openai_routes.engine import SamplingOptions
+from openai_routes.core.engine import SamplingOptions
 from settings import ServiceConfig
 
 # What vLLM's ``get_diff_sampling_param`` gives for a greedy generation_config.json with a length limit.

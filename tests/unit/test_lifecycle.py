@@ -1,5 +1,5 @@
-"""``openai_routes.lifecycle`` with real processes (no engine): what a worker starts dies with it, even by SIGKILL,
-and a process learns that its parent died.
+"""``openai_routes.server.lifecycle`` with real processes (no engine): what a worker starts dies with it, even by
+SIGKILL, and a process learns that its parent died.
 
 A stand-in worker (a Python process in a session of its own, as circus starts BentoML's) starts the reaper, then a
 forked child and a spawned grandchild that would sleep for minutes, like vLLM's EngineCore and its Worker.
@@ -20,14 +20,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from openai_routes.lifecycle import ROOT
+from openai_routes.server.lifecycle import ROOT
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # the scripts import openai_routes
 
 WORKER = textwrap.dedent(
     """
     import multiprocessing, subprocess, sys, time
-    from openai_routes.lifecycle import start_reaper
+    from openai_routes.server.lifecycle import start_reaper
 
     def engine():  # forked, like vLLM's EngineCore on CPU; it spawns its own child, like the engine's Worker
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
@@ -44,7 +44,7 @@ WORKER = textwrap.dedent(
 WATCHER = textwrap.dedent(
     """
     import os, sys, time
-    from openai_routes.lifecycle import watch_parent
+    from openai_routes.server.lifecycle import watch_parent
 
     watch_parent(lambda parent: (print("gone", parent, flush=True), os._exit(0)))
     print("watching", flush=True)
@@ -95,7 +95,7 @@ def test_killing_the_worker_kills_everything_it_started_and_the_reaper(tmp_path:
     worker, tree = start_worker(tmp_path)
     with killed_at_the_end(tree):
         assert len(tree) == 4, tree  # worker, reaper, forked engine, its child
-        [reaper] = [p for p in tree if "openai_routes.lifecycle" in " ".join(p.cmdline())]
+        [reaper] = [p for p in tree if "openai_routes.server.lifecycle" in " ".join(p.cmdline())]
         reaper.send_signal(signal.SIGTERM)
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
@@ -104,7 +104,9 @@ def test_killing_the_worker_kills_everything_it_started_and_the_reaper(tmp_path:
 
 def test_the_reaper_ends_with_a_worker_that_left_nothing_running(tmp_path: Path) -> None:
     script = tmp_path / "worker.py"
-    script.write_text("from openai_routes.lifecycle import start_reaper\nprint(start_reaper().pid, flush=True)\n")
+    script.write_text(
+        "from openai_routes.server.lifecycle import start_reaper\nprint(start_reaper().pid, flush=True)\n"
+    )
     worker = subprocess.Popen(
         [sys.executable, str(script)], env=ENV, stdout=subprocess.PIPE, text=True, start_new_session=True
     )

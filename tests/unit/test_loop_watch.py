@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from openai_routes import loop_watch
-from openai_routes.loop_watch import LoopWatch
+from openai_routes.server import loop_watch
+from openai_routes.server.loop_watch import LoopWatch
 
 
 def hold_the_loop(seconds: float) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from openai_routes.auth import KeyRing
+from openai_routes.server.auth import KeyRing
 from tests.unit.fakes import (
     CHAT_ALIAS,
     CHAT_MODEL,

@@ -25,9 +25,9 @@ from openai.types.shared_params.function_definition import FunctionDefinition
 from openai.types.shared_params.response_format_json_schema import JSONSchema
 from pydantic import BaseModel, ValidationError
 
+from openai_routes.endpoints.completions.protocol import CompletionRequest
+from openai_routes.endpoints.embeddings.protocol import EmbeddingCreateParams
 from openai_routes.protocol.chat import ChatCompletionRequest
-from openai_routes.protocol.completion import CompletionRequest
-from openai_routes.protocol.embeddings import EmbeddingCreateParams
 
 CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 COMPLETION: dict[str, Any] = {"model": "m", "prompt": "x"}

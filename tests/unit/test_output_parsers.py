@@ -1,5 +1,5 @@
-"""vLLM's real parsers reading recorded outputs through ``engines.vllm_output`` and ``openai_routes.output``: the
-generic format (vLLM's ``hermes``) in every tool mode, and a Qwen3-style reasoning model (``qwen3`` + ``hermes``),
+"""vLLM's real parsers reading recorded outputs through ``engines.vllm_output`` and ``openai_routes.pipeline.choice``:
+the generic format (vLLM's ``hermes``) in every tool mode, and a Qwen3-style reasoning model (``qwen3`` + ``hermes``),
 each read token by token as the engine streams it (the same way for streamed and whole answers).
 
 The tokenizer is the default model's (from the BentoML store, imported by ``make models``); the reasoning tests add
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from engines.vllm_output import ModelParsers
-from openai_routes.engine import OutputDelta, OutputEvent
-from openai_routes.output import ChoiceOutput, usage
+from openai_routes.core.engine import OutputDelta, OutputEvent
+from openai_routes.pipeline.choice import ChoiceOutput, usage
 
 WEATHER: dict[str, Any] = {
     "type": "function",

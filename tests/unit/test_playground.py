@@ -14,11 +14,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from openai_routes import playground
 from openai_routes.app import create_root_app
-from openai_routes.auth import KeyRing
-from openai_routes.guard import Drain
-from openai_routes.limits import Limits
+from openai_routes.core.limits import Limits
+from openai_routes.playground import router as playground
+from openai_routes.server.auth import KeyRing
+from openai_routes.server.guard import Drain
 from settings import ServiceConfig, load_config
 from tests.unit.fakes import FakeEmbedEngine, FakeGenerateEngine, fake_registry
 

@@ -8,10 +8,10 @@ import pydantic
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from openai_routes.engine import SamplingOptions
+from openai_routes.core.engine import SamplingOptions
+from openai_routes.endpoints.completions.protocol import CompletionRequest
+from openai_routes.endpoints.embeddings.protocol import EmbeddingCreateParams
 from openai_routes.protocol.chat import ChatCompletionRequest, ChatMessage
-from openai_routes.protocol.completion import CompletionRequest
-from openai_routes.protocol.embeddings import EmbeddingCreateParams
 from tests.unit.test_errors import error_for
 
 USER: dict[str, Any] = {"role": "user", "content": "hi"}

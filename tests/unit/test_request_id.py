@@ -15,9 +15,9 @@ import httpx
 import prometheus_client
 import pytest
 
-from openai_routes.access import AccessLog
-from openai_routes.auth import KeyRing
-from openai_routes.metrics import ServerMetrics
+from openai_routes.core.metrics import ServerMetrics
+from openai_routes.server.access_log import AccessLog
+from openai_routes.server.auth import KeyRing
 from tests.unit.fakes import CHAT_MODEL, FakeEmbedEngine, FakeGenerateEngine, build_app, fake_registry
 
 KEY = "sk-unit-test-key"

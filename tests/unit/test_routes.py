@@ -19,9 +19,9 @@ import pytest
 from fastapi import FastAPI
 from starlette.types import Message
 
-from openai_routes.auth import KeyRing
-from openai_routes.engine import EngineInputError, EngineUnavailableError
-from openai_routes.limits import Limits
+from openai_routes.core.engine import EngineInputError, EngineUnavailableError
+from openai_routes.core.limits import Limits
+from openai_routes.server.auth import KeyRing
 from tests.unit.fakes import (
     CHAT_ALIAS,
     CHAT_MODEL,

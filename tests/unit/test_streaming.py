@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from starlette.types import Message
 
-from openai_routes.engine import EngineInputError, EngineUnavailableError, GenerationStep, SamplingOptions
-from openai_routes.errors import APIError
-from openai_routes.generation import Generation, Generations
-from openai_routes.metrics import ServerMetrics
+from openai_routes.core.engine import EngineInputError, EngineUnavailableError, GenerationStep, SamplingOptions
+from openai_routes.core.errors import APIError
+from openai_routes.core.metrics import ServerMetrics
+from openai_routes.endpoints.completions.protocol import Completion, CompletionChoice
+from openai_routes.pipeline.generation import Generation, Generations
 from openai_routes.protocol.chat import ChatCompletionChunk, ChoiceDelta, ChunkChoice
-from openai_routes.protocol.completion import Completion, CompletionChoice
-from openai_routes.streaming import (
+from openai_routes.server.sse import (
     DATA_LINES,
     DONE,
     KEEPALIVE_FRAME,

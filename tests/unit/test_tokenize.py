@@ -14,11 +14,11 @@ import httpx
 import pytest
 
 from openai_routes.app import create_root_app
-from openai_routes.auth import KeyRing
-from openai_routes.engine import EngineInputError
-from openai_routes.guard import Drain
-from openai_routes.limits import Limits
-from openai_routes.registry import ModelRegistry, ServedModel
+from openai_routes.core.engine import EngineInputError
+from openai_routes.core.limits import Limits
+from openai_routes.core.registry import ModelRegistry, ServedModel
+from openai_routes.server.auth import KeyRing
+from openai_routes.server.guard import Drain
 from tests.unit.fakes import (
     CHAT_ALIAS,
     CHAT_MODEL,

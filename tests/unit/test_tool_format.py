@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from openai_routes.pipeline.tool_format import auto_tag, preamble, with_preamble
 from openai_routes.protocol.tools import ChatCompletionTool
-from openai_routes.tool_format import auto_tag, preamble, with_preamble
 
 WEATHER: dict[str, Any] = {
     "type": "function",

@@ -11,8 +11,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from pydantic import BaseModel
 
+from openai_routes.pipeline.constraints import rebased, required_schema
 from openai_routes.protocol.tools import ChatCompletionTool
-from openai_routes.tool_calls import rebased, required_schema
 
 
 class Address(BaseModel):

@@ -19,7 +19,7 @@ from vllm.v1.structured_output.backend_xgrammar import validate_xgrammar_grammar
 
 from engines.vllm_engine import VLLMGenerator
 from engines.vllm_errors import plain, translate
-from openai_routes.engine import (
+from openai_routes.core.engine import (
     EngineBusyError,
     EngineFailedError,
     EngineInputError,

@@ -1,0 +1,75 @@
+"""Limits that depend on configuration or on the model, checked in one place with the right ``param``.
+
+OpenAI's fixed bounds (temperature 0-2, top_logprobs 0-20, ...) are on the protocol schema instead.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from openai_routes.core.errors import bad_request, context_length_exceeded
+
+
+class Limits(BaseModel):
+    """Request caps and load limits; configured under ``limits:`` in ``configs/*.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_n: int = Field(default=8, ge=1, description="Largest 'n' a request may ask for.")
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="Largest 'max_tokens'; none means the model's context length."
+    )
+    max_messages: int = Field(default=2048, ge=1, description="Most messages in one chat request.")
+    max_prompts: int = Field(default=2048, ge=1, description="Most prompts (or inputs) in one batch request.")
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="Largest request body (413 beyond).")
+    max_in_flight: int = Field(
+        default=64,
+        ge=1,
+        description="Engine sequences running at once, per model: a chat request holds n, a completion prompts x n, "
+        "an embeddings request one per input (a larger request takes all of it, alone).",
+    )
+    max_queued: int = Field(
+        default=256,
+        ge=0,
+        description="Engine sequences waiting for room, per model, first come first served (429 beyond).",
+    )
+    retry_after: int = Field(default=1, ge=1, description="Seconds in the Retry-After header of a 429.")
+    request_timeout: float = Field(default=600, gt=0, description="Deadline of one request, in seconds (504).")
+    shutdown_grace: float = Field(default=30, ge=0, description="Seconds in-flight requests get after SIGTERM.")
+
+
+def check_request(
+    limits: Limits,
+    *,
+    n: int,
+    max_tokens: int | None,
+    messages: int = 0,
+    prompts: int = 1,
+    prompts_param: str = "prompt",
+    max_tokens_param: str = "max_tokens",
+) -> None:
+    if n > limits.max_n:
+        raise bad_request(f"'n' must be at most {limits.max_n}.", param="n")
+    if max_tokens is not None and limits.max_tokens is not None and max_tokens > limits.max_tokens:
+        raise bad_request(f"'{max_tokens_param}' must be at most {limits.max_tokens}.", param=max_tokens_param)
+    if messages > limits.max_messages:
+        raise bad_request(f"At most {limits.max_messages} messages are allowed.", param="messages")
+    if prompts > limits.max_prompts:
+        raise bad_request(f"At most {limits.max_prompts} inputs are allowed in one request.", param=prompts_param)
+
+
+def completion_budget(
+    limits: Limits, *, prompt_tokens: int, requested: int | None, max_model_len: int, param: str
+) -> int:
+    """Tokens the completion may use: the request's ``max_tokens``, or what the context has left.
+
+    Raises ``context_length_exceeded`` when the prompt plus the requested completion do not fit.
+    """
+    room = max_model_len - prompt_tokens
+    if requested is None:
+        if room < 1:
+            raise context_length_exceeded(max_model_len, prompt_tokens, 1, param)
+        return min(room, limits.max_tokens) if limits.max_tokens else room
+    if requested > room:
+        raise context_length_exceeded(max_model_len, prompt_tokens, requested, param)
+    return requested

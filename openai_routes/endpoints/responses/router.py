@@ -1,0 +1,196 @@
+"""The Responses API (https://platform.openai.com/docs/api-reference/responses):
+
+- ``POST /v1/responses``: generate, as one ``response`` object, as a stream of typed events, or in the background
+- ``GET /v1/responses/{id}``, ``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``
+- ``POST /v1/responses/{id}/cancel``: stop a background response
+
+A response runs as a chat request (``ResponsesRequest.chat_request``, ``chat.prepare_chat``): the same rendering,
+limits, formats and tool calls, and the same per-choice pipeline (``output.py``) read into Responses items
+(``response_run.py``). Stored responses, their chains and background runs are ``response_book.py``'s; every lookup
+is scoped to the caller's key.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response as HTTPResponse
+
+from openai_routes.core.context import current
+from openai_routes.core.engine import GenerateEngine
+from openai_routes.core.errors import APIError, as_api_error, bad_request
+from openai_routes.core.limits import Limits
+from openai_routes.core.metrics import ServerMetrics
+from openai_routes.core.registry import ModelRegistry
+from openai_routes.endpoints.chat_completions.router import PreparedChat, prepare_chat
+from openai_routes.endpoints.responses.book import ResponseBook
+from openai_routes.endpoints.responses.input_items import new_id, prompt_messages, stored_item
+from openai_routes.endpoints.responses.items import ResponseRun
+from openai_routes.endpoints.responses.protocol import DeletedResponse, InputItemList, Response, ResponsesRequest
+from openai_routes.pipeline.generation import Generation, Generations
+from openai_routes.server.admission import SLOT_KEY, Slot
+from openai_routes.server.auth import key_owner
+from openai_routes.server.json_body import StrictJSONRoute
+from openai_routes.server.sse import sse_response
+from openai_routes.store import ResponseRecord
+
+
+def initial_response(request: ResponsesRequest, status: Literal["queued", "in_progress"]) -> Response:
+    """The response object before any output: the request's settings echoed, as OpenAI does."""
+    return Response(
+        id=new_id("resp"),
+        created_at=int(time.time()),
+        status=status,
+        background=request.background,
+        instructions=request.instructions,
+        max_output_tokens=request.max_output_tokens,
+        model=request.model,
+        parallel_tool_calls=request.parallel_tool_calls,
+        previous_response_id=request.previous_response_id,
+        store=request.store,
+        temperature=request.temperature,
+        text={"format": request.text.format.wire()},
+        tool_choice=request.tool_choice_wire,
+        tools=[tool.model_dump(exclude_none=True) for tool in request.tools],
+        top_p=request.top_p,
+        user=request.user,
+        metadata=request.metadata or {},
+    )
+
+
+class ResponseJob:
+    """One POST: its record (when stored) and its generation, run in the request or in the background."""
+
+    def __init__(self, book: ResponseBook, owner: str, request: ResponsesRequest, prepared: PreparedChat) -> None:
+        self.book = book
+        self.request = request
+        self.prepared = prepared
+        status: Literal["queued", "in_progress"] = "queued" if request.background else "in_progress"
+        self.run = ResponseRun(initial_response(request, status), prepared.choices[0])
+        self.record = ResponseRecord(
+            id=self.run.response.id,
+            owner=owner,
+            created_at=self.run.response.created_at,
+            status=status,
+            response=self.run.response.model_dump(mode="json"),
+            input_items=[stored_item(item) for item in request.input],
+            previous_response_id=request.previous_response_id,
+        )
+
+    def recorded(self, response: Response) -> ResponseRecord:
+        return ResponseRecord(
+            **{**vars(self.record), "status": response.status, "response": response.model_dump(mode="json")}
+        )
+
+    async def keep(self, response: Response) -> None:
+        if self.request.store:
+            await self.book.keep(self.recorded(response))
+
+    async def start(self, generations: Generations, engine: GenerateEngine) -> Generation:
+        prepared = self.prepared
+        [steps] = await generations.start(engine, [(prepared.prompt_ids, prepared.options, self.record.id)])
+        return steps
+
+    async def background(self, generations: Generations, engine: GenerateEngine, slot: Slot) -> None:
+        """The run of a background response: queued until its admission slot is granted, in progress, then
+        finished, failed or cancelled in its record."""
+        try:
+            await generations.deadline.wait(slot.acquire())  # the request's deadline covers its wait in the queue
+            self.run.response = self.run.response.model_copy(update={"status": "in_progress"})
+            await self.book.finish(self.recorded(self.run.response))
+            response = await self.run.collect(await self.start(generations, engine))
+            await self.book.finish(self.recorded(response))
+        except APIError as exc:
+            await self.book.finish(self.failed(exc))
+        except Exception as exc:  # logged with the request id by as_api_error; the record says what it can
+            await self.book.finish(self.failed(as_api_error(exc)))
+        except BaseException:
+            await self.book.stopped(self.recorded(self.run.response))
+            raise
+        finally:
+            await generations.aclose()
+
+    def failed(self, error: APIError) -> ResponseRecord:
+        update = {"status": "failed", "error": {"code": error.code or error.type, "message": error.message}}
+        return self.recorded(self.run.response.model_copy(update=update))
+
+
+def create_router(registry: ModelRegistry, limits: Limits, metrics: ServerMetrics, book: ResponseBook) -> APIRouter:
+    router = APIRouter(route_class=StrictJSONRoute)
+
+    @router.post("/responses", response_model=None)
+    async def create_response(request: ResponsesRequest, http: Request) -> Response | HTTPResponse:
+        owner = key_owner(http.scope)
+        served, engine = registry.generator(request.model)
+        current().model = served.id
+        history = await book.history(request.previous_response_id, owner) if request.previous_response_id else []
+        messages = prompt_messages(request.instructions, history, request.input)
+        prepared = await prepare_chat(
+            request.chat_request(messages), engine, limits, max_tokens_param="max_output_tokens", input_param="input"
+        )
+        job = ResponseJob(book, owner, request, prepared)
+        generations = Generations(served.id, limits.request_timeout, metrics)
+        if request.background:
+            await book.keep(job.record)
+            slot: Slot = http.scope[SLOT_KEY]
+            release = slot.keep()  # the run waits for the request's admission slot and holds it until it ends
+            run = book.run_in_background(job.record, job.background(generations, engine, slot))
+            run.add_done_callback(lambda _: release())
+            return job.run.response
+        steps = await job.start(generations, engine)
+        if request.stream:
+            return sse_response(job.run.stream(steps, job.keep), close=generations.aclose, framing=job.run.framing)
+        try:
+            response = await job.run.collect(steps)
+        finally:
+            await generations.aclose()
+        await job.keep(response)
+        return response
+
+    @router.get("/responses/{response_id}", response_model=None)
+    async def get_response(response_id: str, http: Request) -> dict[str, Any]:
+        return (await book.find(response_id, key_owner(http.scope))).response
+
+    @router.delete("/responses/{response_id}")
+    async def delete_response(response_id: str, http: Request) -> DeletedResponse:
+        owner = key_owner(http.scope)
+        await book.find(response_id, owner)
+        if response_id in book.runs:
+            await book.cancel(response_id, owner)
+        await book.store.delete(response_id, owner)
+        return DeletedResponse(id=response_id)
+
+    @router.post("/responses/{response_id}/cancel", response_model=None)
+    async def cancel_response(response_id: str, http: Request) -> dict[str, Any]:
+        return (await book.cancel(response_id, key_owner(http.scope))).response
+
+    @router.get("/responses/{response_id}/input_items")
+    async def list_input_items(
+        response_id: str,
+        http: Request,
+        limit: int = Query(default=20),
+        order: str = Query(default="desc"),
+        after: str | None = Query(default=None),
+    ) -> InputItemList:
+        if not 1 <= limit <= 100:
+            raise bad_request("'limit' must be between 1 and 100.", param="limit")
+        if order not in ("asc", "desc"):
+            raise bad_request("'order' must be 'asc' or 'desc'.", param="order")
+        items = (await book.find(response_id, key_owner(http.scope))).input_items
+        items = items if order == "asc" else items[::-1]
+        if after is not None:
+            ids = [item.get("id") for item in items]
+            if after not in ids:
+                raise bad_request(f"No input item with id '{after}' in this response.", param="after")
+            items = items[ids.index(after) + 1 :]
+        page = items[:limit]
+        return InputItemList(
+            data=page,
+            first_id=page[0]["id"] if page else None,
+            last_id=page[-1]["id"] if page else None,
+            has_more=len(items) > limit,
+        )
+
+    return router

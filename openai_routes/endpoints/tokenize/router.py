@@ -1,0 +1,85 @@
+"""``POST /tokenize`` and ``POST /detokenize``: the model's tokenizer, with vLLM's paths and shapes.
+
+Served at the server's root as vLLM serves them (``app.create_root_app``). A ``prompt`` is tokenized exactly as
+``/v1/completions`` tokenizes it and ``messages`` are rendered by ``render_messages``, the conversion chat uses,
+so ``count`` is the ``usage.prompt_tokens`` the same input costs there. Without ``model`` the first chat model
+is used (vLLM's default is its one served model). Nothing is submitted to the engine: no admission slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter
+
+from openai_routes.core.context import current
+from openai_routes.core.engine import EngineInputError, GenerateEngine
+from openai_routes.core.errors import bad_request
+from openai_routes.core.limits import Limits, check_request
+from openai_routes.core.registry import ModelRegistry
+from openai_routes.endpoints.tokenize.protocol import (
+    DetokenizeRequest,
+    DetokenizeResponse,
+    TokenizeRequest,
+    TokenizeResponse,
+)
+from openai_routes.pipeline import tool_format
+from openai_routes.protocol.chat import ChatMessage
+from openai_routes.protocol.tools import ChatCompletionTool
+from openai_routes.server.json_body import StrictJSONRoute
+
+
+async def render_messages(
+    engine: GenerateEngine,
+    messages: Sequence[ChatMessage],
+    tools: Sequence[ChatCompletionTool] | None,
+    template_kwargs: dict[str, Any] | None = None,
+) -> list[int]:
+    """A conversation's prompt token ids: messages as chat templates expect them, tools as JSON objects. A model
+    whose template ignores tools gets them in a system preamble (``tool_format``), so it sees them all the same."""
+    tool_dicts = [tool.model_dump(exclude_none=True) for tool in tools or []]
+    conversation = [message.template_dict() for message in messages]
+    if tools and not engine.renders_tools:
+        return await engine.render_chat(tool_format.with_preamble(conversation, tools), None, template_kwargs)
+    return await engine.render_chat(conversation, tool_dicts or None, template_kwargs)
+
+
+def model_name(registry: ModelRegistry, requested: str | None) -> str:
+    """The request's ``model``, or the first chat model served when it is left out."""
+    if requested is not None:
+        return requested
+    for served in registry.models():
+        if served.task == "chat":
+            return served.id
+    raise bad_request("'model' is required: this server has no chat model to default to.", "model")
+
+
+def create_router(registry: ModelRegistry, limits: Limits) -> APIRouter:
+    router = APIRouter(route_class=StrictJSONRoute)
+
+    @router.post("/tokenize")
+    async def tokenize(request: TokenizeRequest) -> TokenizeResponse:
+        name = model_name(registry, request.model)
+        if request.messages is not None:
+            served, engine = registry.generator(name)
+            current().model = served.id
+            check_request(limits, n=1, max_tokens=None, messages=len(request.messages))
+            tokens = await render_messages(engine, request.messages, request.tools)
+        else:
+            served = registry.get(name)
+            current().model = served.id
+            tokens = await served.engine.tokenize(request.prompt or "", request.special_tokens)
+        return TokenizeResponse(count=len(tokens), max_model_len=served.engine.max_model_len, tokens=tokens)
+
+    @router.post("/detokenize")
+    async def detokenize(request: DetokenizeRequest) -> DetokenizeResponse:
+        served, engine = registry.generator(model_name(registry, request.model))
+        current().model = served.id
+        try:
+            text = await engine.decode(request.tokens)
+        except EngineInputError as exc:  # ids outside the vocabulary
+            raise bad_request(str(exc), "tokens") from exc
+        return DetokenizeResponse(prompt=text)
+
+    return router

@@ -1,0 +1,1 @@
+"""The playground: the chat page at ``/`` and ``/playground``, and its static files in ``static/``."""

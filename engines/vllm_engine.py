@@ -24,6 +24,7 @@ from openai_routes.core.engine import (
     EngineInputError,
     EngineUnavailableError,
     GenerationStep,
+    ModelCapabilities,
     OutputDelta,
     OutputReader,
     SamplingOptions,
@@ -138,9 +139,14 @@ class VLLMGenerator(_VLLMEngine):
         self._defaults = self._generation_defaults(generation_defaults)
         self._chat_template = chat_template
         self._parsers = ModelParsers(self._tokenizer, tool_call_parser, reasoning_parser)
-        self._renders_tools = self._template_renders_tools()
-        if not self._renders_tools:
+        renders_tools = self._template_renders_tools()
+        if not renders_tools:
             logger.info("the chat template ignores tools: tools go in a system preamble")
+        self.capabilities = ModelCapabilities(
+            tool_parser=self._parsers.native_tools,
+            reasoning_parser=self._parsers.reasoning,
+            renders_tools=renders_tools,
+        )
 
     def _template_renders_tools(self) -> bool:
         name = "bento_oai_probe_tool"
@@ -150,17 +156,8 @@ class VLLMGenerator(_VLLMEngine):
         except Exception:  # a template that refuses tools does not render them
             return False
 
-    @property
-    def has_tool_parser(self) -> bool:
-        return self._parsers.native_tools
-
-    @property
-    def has_reasoning_parser(self) -> bool:
-        return self._parsers.reasoning
-
-    @property
-    def renders_tools(self) -> bool:
-        return self._renders_tools
+    def count_reasoning_tokens(self, token_ids: Sequence[int]) -> int:
+        return self._parsers.count_reasoning_tokens(token_ids)
 
     def output_reader(
         self,

@@ -40,6 +40,7 @@ class ModelParsers:
         )
         assert parser_class is not None  # a tool parser is always named
         self.parser_class = parser_class
+        self.counter = parser_class(tokenizer, None)  # counting reasoning tokens keeps no state
         request = self.vllm_request([PROBE_TOOL], "auto")
         adjusted = parser_class(tokenizer, request.tools).adjust_request(request)
         self.skip_special_tokens_with_tools = bool(adjusted.skip_special_tokens)
@@ -73,6 +74,14 @@ class ModelParsers:
             parser.tool_parser.supports_required_and_named = True
         return ParsedOutput(parser, request, list(prompt_token_ids))
 
+    def count_reasoning_tokens(self, token_ids: Sequence[int]) -> int:
+        """The reasoning parser's count (vLLM's ``count_reasoning_tokens``: the tokens of the reasoning span)."""
+        try:
+            return int(self.counter.count_reasoning_tokens(list(token_ids)))
+        except Exception as exc:  # a count is not worth failing an answer for
+            logger.warning("the reasoning parser could not count reasoning tokens (%s)", type(exc).__name__)
+            return 0
+
 
 class ParsedOutput:
     """One choice read by a vLLM ``Parser``, delta by delta (cheap per delta, as in ``vllm serve``: on the loop)."""
@@ -81,25 +90,15 @@ class ParsedOutput:
         self.parser = parser
         self.request = request
         self.prompt_token_ids: list[int] | None = prompt_token_ids
-        self.token_ids: list[int] = []  # what was generated, for the reasoning count
 
     def feed(self, text: str, token_ids: Sequence[int], finished: bool) -> list[OutputEvent]:
         prompt, self.prompt_token_ids = self.prompt_token_ids, None  # the parser reads the prompt once
-        self.token_ids.extend(token_ids)
         try:
             delta = self.parser.parse_delta(text, list(token_ids), self.request, prompt, finished=finished)
         except Exception as exc:  # a parser bug must not lose the output: pass the text on as it came
             logger.warning("the output parser failed on a delta (%s); passing it on as text", type(exc).__name__)
             return [OutputEvent("text", text)] if text else []
         return [] if delta is None else delta_events(delta)
-
-    def reasoning_tokens(self) -> int:
-        """The reasoning parser's count (vLLM's ``count_reasoning_tokens``: the tokens of the reasoning span)."""
-        try:
-            return int(self.parser.count_reasoning_tokens(self.token_ids))
-        except Exception as exc:  # a count is not worth failing an answer for
-            logger.warning("the reasoning parser could not count reasoning tokens (%s)", type(exc).__name__)
-            return 0
 
 
 def delta_events(delta: Any) -> list[OutputEvent]:

@@ -84,9 +84,14 @@ class OutputReader(Protocol):
 
     def feed(self, text: str, token_ids: Sequence[int], finished: bool) -> list[OutputEvent]: ...
 
-    def reasoning_tokens(self) -> int:
-        """How many of the tokens read so far are reasoning (0 without a reasoning parser)."""
-        ...
+
+@dataclass(frozen=True)
+class ModelCapabilities:
+    """What a generating model does beyond plain text, decided once when it loads."""
+
+    tool_parser: bool = False  # its own tool-call parser; without one, ``auto`` uses the generic format (tool_format)
+    reasoning_parser: bool = False  # its reasoning is read apart from its answer, and counted in usage
+    renders_tools: bool = True  # its chat template writes the ``tools`` it is given into the prompt
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,20 @@ class GenerationStep:
     finished: bool = False
 
 
+@dataclass(frozen=True)
+class TokenCounts:
+    """The engine's token counts for a whole request; ``reasoning`` is None for a model without a reasoning parser."""
+
+    prompt: int
+    completion: int
+    cached: int
+    reasoning: int | None
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.completion
+
+
 @dataclass
 class Embedding:
     vector: list[float]
@@ -142,15 +161,7 @@ class Engine(Protocol):
 @runtime_checkable
 class GenerateEngine(Engine, Protocol):
     @property
-    def has_tool_parser(self) -> bool:
-        """Whether the model has its own tool-call parser (``tool_call_parser``); without one, ``auto`` uses the
-        generic format of ``tool_format``."""
-        ...
-
-    @property
-    def renders_tools(self) -> bool:
-        """Whether the model's chat template writes the ``tools`` it is given into the prompt."""
-        ...
+    def capabilities(self) -> ModelCapabilities: ...
 
     async def render_chat(
         self,
@@ -160,11 +171,6 @@ class GenerateEngine(Engine, Protocol):
     ) -> list[int]:
         """Apply the model's chat template (with the generation prompt, the tools and the caller's extra template
         variables) and tokenize."""
-        ...
-
-    @property
-    def has_reasoning_parser(self) -> bool:
-        """Whether the model's reasoning is read apart from its answer (``reasoning_parser``)."""
         ...
 
     def output_reader(
@@ -180,6 +186,11 @@ class GenerateEngine(Engine, Protocol):
 
     async def decode(self, token_ids: Sequence[int]) -> str:
         """The text of ``token_ids`` (a 400 for ids outside the vocabulary)."""
+        ...
+
+    def count_reasoning_tokens(self, token_ids: Sequence[int]) -> int:
+        """How many of a choice's generated ``token_ids`` are reasoning, by the model's reasoning parser (vLLM's
+        ``count_reasoning_tokens``); only asked of a model whose ``capabilities.reasoning_parser`` is set."""
         ...
 
     def generate(

@@ -4,20 +4,18 @@ A ``ChoiceOutput`` takes a choice's deltas from the engine. It counts tokens and
 reason. Its reader (the model's parsers, through ``engine.output_reader``) turns the text into events: answer
 text, reasoning, the start of a tool call, a piece of its arguments. An endpoint streams the events in its own wire
 shape as they come (chat chunks, completion chunks, Responses events) or reads the finished choice as one
-``AssistantOutput``; it never parses output itself. A choice with nothing to parse (no tools, no reasoning parser)
-has no reader: its text is its events.
+``AssistantOutput``; it never parses output itself. ``run.GenerationRun`` makes one per choice. A choice with
+nothing to parse (no tools, no reasoning parser) has no reader: its text is its events.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-from openai_routes.core.engine import GenerateEngine, OutputDelta, OutputEvent, OutputReader, TokenLogprob
-from openai_routes.protocol.common import CompletionTokensDetails, CompletionUsage, PromptTokensDetails
+from openai_routes.core.engine import OutputDelta, OutputEvent, OutputReader, TokenLogprob
 
 Finish = Literal["stop", "length", "tool_calls"]
 
@@ -51,7 +49,7 @@ class ChoiceOutput:
     reader: OutputReader | None = None
     single_call: bool = False
     with_reasoning: bool = True  # false: reasoning is read apart but not returned (vLLM's include_reasoning)
-    counts_reasoning: bool = False  # the model has a reasoning parser: usage says how many tokens were reasoning
+    token_ids: list[int] | None = None  # kept only for a model whose reasoning tokens are counted
     text: list[str] = field(default_factory=list)  # the raw output a reader read (without one, it is the content)
     tokens: int = 0
     logprobs: list[TokenLogprob] | None = None
@@ -65,6 +63,8 @@ class ChoiceOutput:
     def feed(self, delta: OutputDelta) -> list[OutputEvent]:
         """Count a delta and read it: the events it completes (the reader may hold text until the next one)."""
         self.tokens += len(delta.token_ids)
+        if self.token_ids is not None:
+            self.token_ids.extend(delta.token_ids)
         if delta.logprobs is not None:
             self.logprobs = self.logprobs or []
             self.logprobs.extend(delta.logprobs)
@@ -97,10 +97,6 @@ class ChoiceOutput:
         return kept
 
     @property
-    def reasoning_tokens(self) -> int:
-        return self.reader.reasoning_tokens() if self.reader is not None and self.counts_reasoning else 0
-
-    @property
     def called(self) -> bool:
         return bool(self.names)
 
@@ -130,43 +126,3 @@ def parses(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def choice_outputs(
-    engine: GenerateEngine,
-    n: int,
-    *,
-    tools: list[dict[str, Any]] | None = None,
-    tool_choice: str | dict[str, Any] = "none",
-    prompt_token_ids: Sequence[int] = (),
-    single_call: bool = False,
-    with_reasoning: bool = True,
-) -> list[ChoiceOutput]:
-    """A request's ``n`` choices, each with its own reader when there is something to parse: tools to call, or a
-    model whose reasoning is read apart."""
-    parse = tool_choice != "none" or engine.has_reasoning_parser
-    return [
-        ChoiceOutput(
-            engine.output_reader(tools, tool_choice, prompt_token_ids) if parse else None,
-            single_call,
-            with_reasoning,
-            counts_reasoning=engine.has_reasoning_parser,
-        )
-        for _ in range(n)
-    ]
-
-
-def usage(prompt_tokens: int, choices: Sequence[ChoiceOutput], cached_tokens: int | None = None) -> CompletionUsage:
-    completion_tokens = sum(choice.tokens for choice in choices)
-    counted = any(choice.counts_reasoning for choice in choices)
-    return CompletionUsage(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        total_tokens=prompt_tokens + completion_tokens,
-        prompt_tokens_details=None if cached_tokens is None else PromptTokensDetails(cached_tokens=cached_tokens),
-        completion_tokens_details=(
-            CompletionTokensDetails(reasoning_tokens=sum(choice.reasoning_tokens for choice in choices))
-            if counted
-            else None
-        ),
-    )

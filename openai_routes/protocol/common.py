@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from openai_routes.core.engine import SamplingOptions
+from openai_routes.core.engine import SamplingOptions, TokenCounts
 
 INT64 = 2**63 - 1
 INT32 = 2**31 - 1  # the engine serializes sampling ints with msgpack: larger ones fail inside vLLM
@@ -76,6 +76,18 @@ class CompletionUsage(BaseModel):
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails | None = None
     completion_tokens_details: CompletionTokensDetails | None = None  # with a reasoning parser, as vLLM
+
+    @classmethod
+    def of(cls, counts: TokenCounts) -> CompletionUsage:
+        return cls(
+            prompt_tokens=counts.prompt,
+            completion_tokens=counts.completion,
+            total_tokens=counts.total,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=counts.cached),
+            completion_tokens_details=(
+                None if counts.reasoning is None else CompletionTokensDetails(reasoning_tokens=counts.reasoning)
+            ),
+        )
 
 
 class SamplingRequest(OpenAIModel):

@@ -22,6 +22,7 @@ from openai_routes.core.engine import (
     EmbedEngine,
     GenerateEngine,
     GenerationStep,
+    ModelCapabilities,
     OutputDelta,
     OutputEvent,
     SamplingOptions,
@@ -54,9 +55,6 @@ class TextReader:
     def feed(self, text: str, token_ids: Sequence[int], finished: bool) -> list[OutputEvent]:
         return [OutputEvent("text", text)] if text else []
 
-    def reasoning_tokens(self) -> int:
-        return 0
-
 
 @dataclass
 class GenerateCall:
@@ -83,18 +81,11 @@ class FakeGenerateEngine:
     rendered: list[list[dict[str, Any]]] = field(default_factory=list)
     _vocab: dict[str, int] = field(default_factory=dict)
     _in_flight: int = 0
+    capabilities: ModelCapabilities = field(default_factory=ModelCapabilities)
 
     @property
     def max_model_len(self) -> int:
         return self.context
-
-    @property
-    def has_tool_parser(self) -> bool:
-        return False
-
-    @property
-    def renders_tools(self) -> bool:
-        return True
 
     def is_healthy(self) -> bool:
         return self.healthy
@@ -121,9 +112,8 @@ class FakeGenerateEngine:
         self.rendered.append(messages)
         return [ord(char) for char in chat_prompt(messages)]
 
-    @property
-    def has_reasoning_parser(self) -> bool:
-        return False
+    def count_reasoning_tokens(self, token_ids: Sequence[int]) -> int:
+        return 0
 
     def output_reader(
         self,

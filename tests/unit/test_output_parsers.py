@@ -17,8 +17,11 @@ from typing import Any
 import pytest
 
 from engines.vllm_output import ModelParsers
-from openai_routes.core.engine import OutputDelta, OutputEvent
-from openai_routes.pipeline.choice import ChoiceOutput, usage
+from openai_routes.core.engine import ModelCapabilities, OutputDelta, OutputEvent, TokenCounts
+from openai_routes.pipeline.choice import ChoiceOutput
+from openai_routes.protocol.common import CompletionUsage
+from tests.unit.fakes import CHAT_MODEL, FakeGenerateEngine
+from tests.unit.test_routes import serve
 
 WEATHER: dict[str, Any] = {
     "type": "function",
@@ -171,18 +174,62 @@ def test_reasoning_can_be_left_out(qwen3: ModelParsers) -> None:
     assert {event.kind for event in events} == {"text"} and choice.output().reasoning is None
 
 
-def test_usage_counts_the_reasoning_tokens(qwen3: ModelParsers, generic: ModelParsers) -> None:
-    """As vLLM reports them: the tokens between the think markers, in ``completion_tokens_details``; a model without
-    a reasoning parser reports no details."""
+def test_the_reasoning_parser_counts_the_reasoning_tokens(qwen3: ModelParsers, generic: ModelParsers) -> None:
+    """As vLLM reports them: the tokens between the think markers; usage carries them in
+    ``completion_tokens_details``, and a model without a reasoning parser reports no details."""
     tok = qwen3_tokenizer()
     _, choice = read(qwen3, tok, QWEN3_ANSWER, "auto")
-    choice.counts_reasoning = True  # what choice_outputs sets for a model with a reasoning parser
     thinking = len(tok.encode("\nA greeting. Be brief.\n", add_special_tokens=False))
-    assert 0 < choice.reasoning_tokens == thinking < choice.tokens
-    details = usage(7, [choice]).completion_tokens_details
+    ids = tok.encode(QWEN3_ANSWER, add_special_tokens=False)
+    assert 0 < qwen3.count_reasoning_tokens(ids) == thinking < choice.tokens
+    details = CompletionUsage.of(TokenCounts(7, len(ids), 0, thinking)).completion_tokens_details
     assert details is not None and details.reasoning_tokens == thinking
-    _, plain = read(generic, tokenizer(), "Hello!", "auto")
-    assert plain.reasoning_tokens == 0 and usage(7, [plain]).completion_tokens_details is None
+    assert generic.count_reasoning_tokens(tokenizer().encode("Hello!")) == 0
+    assert CompletionUsage.of(TokenCounts(7, 2, 0, None)).completion_tokens_details is None
+
+
+class ThinkingEngine(FakeGenerateEngine):
+    """The fake engine answering ``QWEN3_ANSWER`` with a Qwen3 reasoning parser: its count is vLLM's real parser's,
+    over the answer's Qwen3 tokens (the fake's own ids are its pieces)."""
+
+    def __init__(self, parsers: ModelParsers) -> None:
+        tok = qwen3_tokenizer()
+        pieces = [delta.text for delta in deltas(tok, QWEN3_ANSWER)]
+        super().__init__(reply=lambda _prompt, _choice: pieces, context=4096)
+        self.capabilities = ModelCapabilities(reasoning_parser=True)
+        self.parsers = parsers
+
+    def count_reasoning_tokens(self, token_ids: Any) -> int:
+        text = self.text_of(token_ids)
+        return self.parsers.count_reasoning_tokens(qwen3_tokenizer().encode(text, add_special_tokens=False))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_completions_count_reasoning_tokens_as_chat_does(qwen3: ModelParsers, stream: bool) -> None:
+    """Completions leave the reasoning in the text (as vLLM's do) but count it in usage, as chat does."""
+    thinking = len(qwen3_tokenizer().encode("\nA greeting. Be brief.\n", add_special_tokens=False))
+    usage_of = {}
+    inputs: list[tuple[str, dict[str, Any]]] = [
+        ("/completions", {"prompt": "Hi", "max_tokens": 256}),
+        ("/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}),
+    ]
+    async with serve(ThinkingEngine(qwen3)) as h:
+        for path, fields in inputs:
+            body: dict[str, Any] = {"model": CHAT_MODEL, "stream": stream, **fields}
+            if stream:
+                body["stream_options"] = {"include_usage": True}
+            response = await h.client.post(path, json=body)
+            assert response.status_code == 200, response.text
+            if stream:
+                frames = [line[6:] for line in response.text.split("\n\n") if line.startswith("data: {")]
+                usage_of[path] = json.loads(frames[-1])["usage"]
+            else:
+                usage_of[path] = response.json()["usage"]
+                if path == "/completions":
+                    assert "<think>" in response.json()["choices"][0]["text"]
+    for usage in usage_of.values():
+        assert usage["completion_tokens_details"]["reasoning_tokens"] == thinking
+    assert usage_of["/completions"]["completion_tokens"] == usage_of["/chat/completions"]["completion_tokens"]
 
 
 def test_parsers_that_read_tool_tokens_keep_special_tokens(generic: ModelParsers) -> None:

@@ -353,9 +353,6 @@ class Script:
     def feed(self, text: str, token_ids: Sequence[int], finished: bool) -> list[OutputEvent]:
         return next(self.events)
 
-    def reasoning_tokens(self) -> int:
-        return 0
-
 
 def test_items_follow_the_events_and_drop_whitespace_before_a_call() -> None:
     script = [

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import struct
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from starlette.types import Message
 
 from openai_routes.core.engine import EngineInputError, EngineUnavailableError
 from openai_routes.core.limits import Limits
+from openai_routes.endpoints.completions.protocol import CompletionLogprobs
 from openai_routes.server.auth import KeyRing
 from tests.unit.fakes import (
     CHAT_ALIAS,
@@ -237,7 +239,7 @@ async def test_completions_several_prompts_index_is_prompt_times_n_plus_j(h: Har
         "prompt_tokens": 5,
         "completion_tokens": 8,
         "total_tokens": 13,
-        "prompt_tokens_details": None,
+        "prompt_tokens_details": {"cached_tokens": 0},
         "completion_tokens_details": None,
     }
     assert [call.prompt_token_ids for call in h.generator.calls] == [[97, 98], [99, 100, 101]]
@@ -290,9 +292,52 @@ async def test_completions_stream(h: Harness) -> None:
         "prompt_tokens": 2,
         "completion_tokens": 4,
         "total_tokens": 6,
-        "prompt_tokens_details": None,
+        "prompt_tokens_details": {"cached_tokens": 0},
         "completion_tokens_details": None,
     }
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_completions_report_the_engines_cached_tokens_as_chat_does(h: Harness, stream: bool) -> None:
+    """The engine's prefix-cache hits per prompt, summed over the prompts (chat reported them; completions did not)."""
+    h.generator.cached_tokens = 3
+    body: dict[str, Any] = {"model": CHAT_MODEL, "prompt": ["ab", "cde"], "max_tokens": 2, "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    response = await h.client.post("/completions", json=body)
+    usage = sse_events(response)[-2]["usage"] if stream else response.json()["usage"]
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 6}
+    chat = await h.client.post("/chat/completions", json={"model": CHAT_MODEL, "messages": USER})
+    assert chat.json()["usage"]["prompt_tokens_details"] == {"cached_tokens": 3}
+
+
+def repeated(pieces: list[str], _prompt: str, _choice: int) -> list[str]:
+    return pieces
+
+
+async def test_completions_logprobs_cost_is_linear_in_the_output_length() -> None:
+    """A collected completion builds its logprobs once: the entries copied grow linearly with the output (the old
+    code joined every step's lists into the answer so far, copying its whole length again per token)."""
+    copied: list[int] = []
+    original = CompletionLogprobs.__init__
+
+    def counting(self: CompletionLogprobs, **fields: Any) -> None:
+        copied.append(len(fields["tokens"]))
+        original(self, **fields)
+
+    for length in (50, 400):
+        copied.clear()
+        CompletionLogprobs.__init__ = counting  # type: ignore[method-assign]
+        try:
+            engine = FakeGenerateEngine(reply=functools.partial(repeated, ["a"] * length), context=1024)
+            async with serve(engine) as h:
+                body = {"model": CHAT_MODEL, "prompt": "x", "max_tokens": length, "logprobs": 1}
+                response = await h.client.post("/completions", json=body)
+        finally:
+            CompletionLogprobs.__init__ = original  # type: ignore[method-assign]
+        assert response.status_code == 200, response.text
+        assert len(response.json()["choices"][0]["logprobs"]["tokens"]) == length
+        assert sum(copied) <= 2 * length, f"{sum(copied)} entries copied for {length} tokens"
 
 
 async def test_completions_default_max_tokens_respects_configured_cap() -> None:

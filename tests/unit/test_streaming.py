@@ -19,7 +19,8 @@ from openai_routes.core.engine import EngineInputError, EngineUnavailableError, 
 from openai_routes.core.errors import APIError
 from openai_routes.core.metrics import ServerMetrics
 from openai_routes.endpoints.completions.protocol import Completion, CompletionChoice
-from openai_routes.pipeline.generation import Generation, Generations
+from openai_routes.pipeline.engine_steps import EngineSteps
+from openai_routes.pipeline.run import RAW_TEXT, EngineInput, GenerationRun
 from openai_routes.protocol.chat import ChatCompletionChunk, ChoiceDelta, ChunkChoice
 from openai_routes.server.sse import (
     DATA_LINES,
@@ -107,17 +108,19 @@ def test_sse_response_headers() -> None:
     assert response.headers["cache-control"] == "no-cache"
 
 
-def generations(timeout: float = 5) -> Generations:
-    return Generations("fake", timeout, metrics=ServerMetrics.for_registry(prometheus_client.CollectorRegistry()))
+ONE_REQUEST = [EngineInput([104, 105], SamplingOptions(max_tokens=8))]
 
 
-ONE_REQUEST = [([104, 105], SamplingOptions(max_tokens=8), "req-1")]
+def generation_run(engine: Any, timeout: float = 5) -> GenerationRun:
+    metrics = ServerMetrics.for_registry(prometheus_client.CollectorRegistry())
+    return GenerationRun(engine, "fake", ONE_REQUEST, RAW_TEXT, request_id="req-1", timeout=timeout, metrics=metrics)
 
 
-async def start(engine: FakeGenerateEngine, timeout: float = 5) -> Generation:
+async def start(engine: FakeGenerateEngine, timeout: float = 5) -> EngineSteps:
     """How the routes prime a stream: the engine's first step is awaited before any response exists."""
-    [primed] = await generations(timeout).start(engine, ONE_REQUEST)
-    return primed
+    run = generation_run(engine, timeout)
+    await run.start()
+    return run.steps[0]
 
 
 def assert_timed_out(error: APIError) -> None:
@@ -160,7 +163,7 @@ async def test_deadline_at_the_first_step_is_a_plain_504() -> None:
     slow = cast(Any, FakeGenerateEngine())
     slow.generate = stall
     with pytest.raises(APIError) as raised:
-        await generations(timeout=0.1).start(slow, ONE_REQUEST)
+        await generation_run(slow, timeout=0.1).start()
     assert_timed_out(raised.value)
 
 
@@ -180,8 +183,9 @@ async def test_a_cancelled_wait_is_not_taken_for_a_timeout() -> None:
 
 async def test_generation_closed_before_its_deadline_leaves_no_timer_behind() -> None:
     engine = FakeGenerateEngine()
-    request = generations(timeout=0.05)
-    [primed] = await request.start(engine, ONE_REQUEST)
+    request = generation_run(engine, timeout=0.05)
+    await request.start()
+    [primed] = request.steps
     await request.aclose()
     await asyncio.sleep(0.1)
     assert not primed.deadline.expired
@@ -230,7 +234,7 @@ async def test_started_stream_closed_after_reading_closes_the_engine_request() -
 
 
 async def test_started_stream_closed_before_reading_closes_the_engine_request() -> None:
-    """A route may close a stream it only started (``CompletionRun.submit`` does when a later prompt fails).
+    """A route may close a stream it only started (``GenerationRun.start`` does when a later prompt fails).
 
     Closing must reach the engine's generator even when no step was read after the first.
     """

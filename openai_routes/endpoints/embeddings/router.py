@@ -25,7 +25,7 @@ from openai_routes.endpoints.embeddings.protocol import (
     EmbeddingCreateParams,
     EmbeddingUsage,
 )
-from openai_routes.pipeline.generation import Deadline
+from openai_routes.pipeline.deadline import Deadline
 from openai_routes.server.json_body import StrictJSONRoute
 
 

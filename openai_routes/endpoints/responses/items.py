@@ -1,4 +1,4 @@
-"""One ``/v1/responses`` generation: the choice's output events (``output.py``) as Responses output items, and
+"""One ``/v1/responses`` generation: the choice's output events (``pipeline.choice``) as Responses output items, and
 those items as OpenAI's stream events or as the finished ``response`` object.
 
 Streamed or not, the items come from the same events in the same order: a message for answer text, a reasoning
@@ -10,31 +10,29 @@ Whitespace between the answer and a call is held until it is known to be part of
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import pydantic_core
 from pydantic import BaseModel
 
-from openai_routes.core.engine import GenerationStep, OutputEvent
+from openai_routes.core.engine import OutputEvent
 from openai_routes.core.errors import APIError
 from openai_routes.endpoints.responses.input_items import new_id
 from openai_routes.endpoints.responses.protocol import (
     FunctionToolCall,
     IncompleteDetails,
-    InputTokensDetails,
     ItemStatus,
     OutputItem,
     OutputMessage,
     OutputReasoning,
     OutputText,
-    OutputTokensDetails,
     ReasoningText,
     Response,
     ResponseUsage,
 )
 from openai_routes.pipeline.choice import ChoiceOutput
-from openai_routes.pipeline.generation import Generation
+from openai_routes.pipeline.run import GenerationRun, Piece
 from openai_routes.server.sse import Event, Framing
 
 
@@ -148,17 +146,20 @@ def dump(model: BaseModel) -> dict[str, Any]:
 
 
 class ResponseRun:
-    """One response in the engine: ``collect`` reads it whole, ``stream`` as SSE events (``event:`` lines,
-    ``sequence_number`` from 0); both end with the finished ``response`` object in ``self.response``."""
+    """One response's wire (``endpoints.answer.Wire``): the run's single choice as Responses items, streamed as SSE
+    events (``event:`` lines, ``sequence_number`` from 0) or read whole; both end with the finished ``response``
+    object in ``self.response``, handed to ``finished`` (the store's write) before the terminal event, so a client
+    that chains on the response as soon as it has it finds it stored."""
 
-    def __init__(self, response: Response, choice: ChoiceOutput) -> None:
+    def __init__(self, response: Response, run: GenerationRun, finished: Callable[[Response], Awaitable[None]]) -> None:
         self.response = response
-        self.choice = choice
+        self.run = run
+        self.finished = finished
+        self.choice = run.choices[0]
         self.sequence = 0
         self.pending: list[bytes] = []
         self.streaming = False
-        self.items = ResponseItems(choice, self.emit)
-        self.last: GenerationStep | None = None
+        self.items = ResponseItems(self.choice, self.emit)
 
     def emit(self, kind: str, fields: dict[str, Any]) -> None:
         if self.streaming:
@@ -172,54 +173,45 @@ class ResponseRun:
     def lifecycle(self, kind: str) -> bytes:
         return self.event(kind, {"response": self.response.model_dump(mode="json")})
 
-    def step(self, step: GenerationStep) -> None:
-        self.last = step
-        for delta in step.choices:
-            self.items.feed(self.choice.feed(delta))
-
-    def finish(self) -> Response:
+    async def finish(self) -> Response:
+        """The items closed and the response finished (status, usage), then stored through ``finished``."""
         self.items.finish()
-        assert self.last is not None
         cut = self.choice.finish_reason == "length"
-        prompt, output = self.last.prompt_tokens, self.choice.tokens
+        counts = self.run.counts()
         self.response = self.response.model_copy(
             update={
                 "status": "incomplete" if cut else "completed",
                 "completed_at": None if cut else int(time.time()),
                 "incomplete_details": IncompleteDetails(reason="max_output_tokens") if cut else None,
                 "output": self.items.items,
-                "usage": ResponseUsage(
-                    input_tokens=prompt,
-                    input_tokens_details=InputTokensDetails(cached_tokens=self.last.cached_tokens),
-                    output_tokens=output,
-                    output_tokens_details=OutputTokensDetails(reasoning_tokens=self.choice.reasoning_tokens),
-                    total_tokens=prompt + output,
-                ),
+                "usage": ResponseUsage.of(counts),
             }
         )
+        await self.finished(self.response)
         return self.response
 
-    async def collect(self, steps: Generation) -> Response:
-        async for step in steps:
-            self.step(step)
-        return self.finish()
-
-    async def stream(self, steps: Generation, finished: Callable[[Response], Any]) -> AsyncGenerator[bytes, None]:
-        """The events as they come. ``finished`` (the store's write) runs before the terminal event, so a client
-        that chains on the response as soon as it has it finds it stored."""
+    def opening(self) -> Iterable[bytes]:
         self.streaming = True
         self.response = self.response.model_copy(update={"status": "in_progress"})
-        yield self.lifecycle("response.created")
-        yield self.lifecycle("response.in_progress")
-        async for step in steps:
-            self.step(step)
-            if self.pending:
-                yield b"".join(self.pending)
-                self.pending.clear()
-        response = self.finish()
-        await finished(response)
-        yield b"".join(self.pending) + self.lifecycle(f"response.{response.status}")
-        self.pending.clear()
+        return (self.lifecycle("response.created"), self.lifecycle("response.in_progress"))
+
+    def take(self, piece: Piece) -> None:
+        self.items.feed(piece.events)
+
+    def chunks(self, piece: Piece) -> Iterable[bytes]:
+        self.items.feed(piece.events)
+        if not self.pending:
+            return ()
+        events, self.pending = self.pending, []
+        return (b"".join(events),)
+
+    async def closing(self) -> Iterable[bytes]:
+        response = await self.finish()
+        events, self.pending = self.pending, []
+        return (b"".join(events) + self.lifecycle(f"response.{response.status}"),)
+
+    async def whole(self) -> Response:
+        return await self.finish()
 
     @property
     def framing(self) -> Framing:

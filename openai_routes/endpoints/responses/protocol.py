@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from openai_routes.core.engine import TokenCounts
 from openai_routes.protocol.chat import UNSUPPORTED_PARTS, ChatCompletionRequest, text_part_only
 from openai_routes.protocol.common import INT32, INT64, OpenAIModel
 from openai_routes.protocol.tools import FUNCTION_NAME, FunctionDefinition, check_schema
@@ -319,6 +320,16 @@ class ResponseUsage(BaseModel):
     output_tokens: int
     output_tokens_details: OutputTokensDetails
     total_tokens: int
+
+    @classmethod
+    def of(cls, counts: TokenCounts) -> ResponseUsage:
+        return cls(
+            input_tokens=counts.prompt,
+            input_tokens_details=InputTokensDetails(cached_tokens=counts.cached),
+            output_tokens=counts.completion,
+            output_tokens_details=OutputTokensDetails(reasoning_tokens=counts.reasoning or 0),
+            total_tokens=counts.total,
+        )
 
 
 class ResponseError(BaseModel):

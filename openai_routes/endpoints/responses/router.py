@@ -4,37 +4,38 @@
 - ``GET /v1/responses/{id}``, ``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``
 - ``POST /v1/responses/{id}/cancel``: stop a background response
 
-A response runs as a chat request (``ResponsesRequest.chat_request``, ``chat.prepare_chat``): the same rendering,
-limits, formats and tool calls, and the same per-choice pipeline (``output.py``) read into Responses items
-(``response_run.py``). Stored responses, their chains and background runs are ``response_book.py``'s; every lookup
-is scoped to the caller's key.
+A response runs as a chat request (``ResponsesRequest.chat_request``, ``pipeline.prepare.prepare_chat``): the same
+rendering, limits, formats and tool calls, the same ``pipeline.run.GenerationRun``, read into Responses items
+(``items.py``). Stored responses, their chains and background runs are ``book.py``'s; every lookup is scoped to
+the caller's key.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response as HTTPResponse
 
 from openai_routes.core.context import current
-from openai_routes.core.engine import GenerateEngine
 from openai_routes.core.errors import APIError, as_api_error, bad_request
 from openai_routes.core.limits import Limits
-from openai_routes.core.metrics import ServerMetrics
 from openai_routes.core.registry import ModelRegistry
-from openai_routes.endpoints.chat_completions.router import PreparedChat, prepare_chat
+from openai_routes.endpoints.answer import answer, collect
 from openai_routes.endpoints.responses.book import ResponseBook
 from openai_routes.endpoints.responses.input_items import new_id, prompt_messages, stored_item
 from openai_routes.endpoints.responses.items import ResponseRun
 from openai_routes.endpoints.responses.protocol import DeletedResponse, InputItemList, Response, ResponsesRequest
-from openai_routes.pipeline.generation import Generation, Generations
+from openai_routes.pipeline.prepare import prepare_chat
+from openai_routes.pipeline.run import GenerationRun, Runner
 from openai_routes.server.admission import SLOT_KEY, Slot
 from openai_routes.server.auth import key_owner
 from openai_routes.server.json_body import StrictJSONRoute
-from openai_routes.server.sse import sse_response
 from openai_routes.store import ResponseRecord
+
+Runs = Callable[[str], GenerationRun]  # a response id -> the run of its generation
 
 
 def initial_response(request: ResponsesRequest, status: Literal["queued", "in_progress"]) -> Response:
@@ -63,18 +64,19 @@ def initial_response(request: ResponsesRequest, status: Literal["queued", "in_pr
 class ResponseJob:
     """One POST: its record (when stored) and its generation, run in the request or in the background."""
 
-    def __init__(self, book: ResponseBook, owner: str, request: ResponsesRequest, prepared: PreparedChat) -> None:
+    def __init__(self, book: ResponseBook, owner: str, request: ResponsesRequest, runs: Runs) -> None:
         self.book = book
         self.request = request
-        self.prepared = prepared
         status: Literal["queued", "in_progress"] = "queued" if request.background else "in_progress"
-        self.run = ResponseRun(initial_response(request, status), prepared.choices[0])
+        response = initial_response(request, status)
+        self.run = runs(response.id)
+        self.wire = ResponseRun(response, self.run, self.finish_record if request.background else self.keep)
         self.record = ResponseRecord(
-            id=self.run.response.id,
+            id=response.id,
             owner=owner,
-            created_at=self.run.response.created_at,
+            created_at=response.created_at,
             status=status,
-            response=self.run.response.model_dump(mode="json"),
+            response=response.model_dump(mode="json"),
             input_items=[stored_item(item) for item in request.input],
             previous_response_id=request.previous_response_id,
         )
@@ -88,36 +90,33 @@ class ResponseJob:
         if self.request.store:
             await self.book.keep(self.recorded(response))
 
-    async def start(self, generations: Generations, engine: GenerateEngine) -> Generation:
-        prepared = self.prepared
-        [steps] = await generations.start(engine, [(prepared.prompt_ids, prepared.options, self.record.id)])
-        return steps
+    async def finish_record(self, response: Response) -> None:
+        await self.book.finish(self.recorded(response))
 
-    async def background(self, generations: Generations, engine: GenerateEngine, slot: Slot) -> None:
+    async def background(self, slot: Slot) -> None:
         """The run of a background response: queued until its admission slot is granted, in progress, then
         finished, failed or cancelled in its record."""
         try:
-            await generations.deadline.wait(slot.acquire())  # the request's deadline covers its wait in the queue
-            self.run.response = self.run.response.model_copy(update={"status": "in_progress"})
-            await self.book.finish(self.recorded(self.run.response))
-            response = await self.run.collect(await self.start(generations, engine))
-            await self.book.finish(self.recorded(response))
+            await self.run.deadline.wait(slot.acquire())  # the request's deadline covers its wait in the queue
+            self.wire.response = self.wire.response.model_copy(update={"status": "in_progress"})
+            await self.finish_record(self.wire.response)
+            await collect(self.run, self.wire)
         except APIError as exc:
             await self.book.finish(self.failed(exc))
         except Exception as exc:  # logged with the request id by as_api_error; the record says what it can
             await self.book.finish(self.failed(as_api_error(exc)))
         except BaseException:
-            await self.book.stopped(self.recorded(self.run.response))
+            await self.book.stopped(self.recorded(self.wire.response))
             raise
         finally:
-            await generations.aclose()
+            await self.run.aclose()
 
     def failed(self, error: APIError) -> ResponseRecord:
         update = {"status": "failed", "error": {"code": error.code or error.type, "message": error.message}}
-        return self.recorded(self.run.response.model_copy(update=update))
+        return self.recorded(self.wire.response.model_copy(update=update))
 
 
-def create_router(registry: ModelRegistry, limits: Limits, metrics: ServerMetrics, book: ResponseBook) -> APIRouter:
+def create_router(registry: ModelRegistry, limits: Limits, runner: Runner, book: ResponseBook) -> APIRouter:
     router = APIRouter(route_class=StrictJSONRoute)
 
     @router.post("/responses", response_model=None)
@@ -130,24 +129,20 @@ def create_router(registry: ModelRegistry, limits: Limits, metrics: ServerMetric
         prepared = await prepare_chat(
             request.chat_request(messages), engine, limits, max_tokens_param="max_output_tokens", input_param="input"
         )
-        job = ResponseJob(book, owner, request, prepared)
-        generations = Generations(served.id, limits.request_timeout, metrics)
+        job = ResponseJob(
+            book,
+            owner,
+            request,
+            lambda id: runner.run(engine, served.id, [prepared.input], prepared.reading, id),
+        )
         if request.background:
             await book.keep(job.record)
             slot: Slot = http.scope[SLOT_KEY]
             release = slot.keep()  # the run waits for the request's admission slot and holds it until it ends
-            run = book.run_in_background(job.record, job.background(generations, engine, slot))
+            run = book.run_in_background(job.record, job.background(slot))
             run.add_done_callback(lambda _: release())
-            return job.run.response
-        steps = await job.start(generations, engine)
-        if request.stream:
-            return sse_response(job.run.stream(steps, job.keep), close=generations.aclose, framing=job.run.framing)
-        try:
-            response = await job.run.collect(steps)
-        finally:
-            await generations.aclose()
-        await job.keep(response)
-        return response
+            return job.wire.response
+        return await answer(job.run, job.wire, request.stream)
 
     @router.get("/responses/{response_id}", response_model=None)
     async def get_response(response_id: str, http: Request) -> dict[str, Any]:

@@ -8,13 +8,10 @@ is used (vLLM's default is its one served model). Nothing is submitted to the en
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from fastapi import APIRouter
 
 from openai_routes.core.context import current
-from openai_routes.core.engine import EngineInputError, GenerateEngine
+from openai_routes.core.engine import EngineInputError
 from openai_routes.core.errors import bad_request
 from openai_routes.core.limits import Limits, check_request
 from openai_routes.core.registry import ModelRegistry
@@ -24,25 +21,8 @@ from openai_routes.endpoints.tokenize.protocol import (
     TokenizeRequest,
     TokenizeResponse,
 )
-from openai_routes.pipeline import tool_format
-from openai_routes.protocol.chat import ChatMessage
-from openai_routes.protocol.tools import ChatCompletionTool
+from openai_routes.pipeline.prepare import render_messages
 from openai_routes.server.json_body import StrictJSONRoute
-
-
-async def render_messages(
-    engine: GenerateEngine,
-    messages: Sequence[ChatMessage],
-    tools: Sequence[ChatCompletionTool] | None,
-    template_kwargs: dict[str, Any] | None = None,
-) -> list[int]:
-    """A conversation's prompt token ids: messages as chat templates expect them, tools as JSON objects. A model
-    whose template ignores tools gets them in a system preamble (``tool_format``), so it sees them all the same."""
-    tool_dicts = [tool.model_dump(exclude_none=True) for tool in tools or []]
-    conversation = [message.template_dict() for message in messages]
-    if tools and not engine.renders_tools:
-        return await engine.render_chat(tool_format.with_preamble(conversation, tools), None, template_kwargs)
-    return await engine.render_chat(conversation, tool_dicts or None, template_kwargs)
 
 
 def model_name(registry: ModelRegistry, requested: str | None) -> str:

@@ -23,13 +23,13 @@ from bento_image import build_envs, build_image
 from openai_routes.app import create_app, create_root_app
 from openai_routes.core.metrics import ServerMetrics, engine_gauges
 from openai_routes.core.registry import ModelRegistry, ServedModel
-from openai_routes.endpoints.responses.book import ResponseBook
 from openai_routes.server.access_log import AccessLog
 from openai_routes.server.auth import KeyRing
 from openai_routes.server.envelope import OpenAIErrorEnvelope
 from openai_routes.server.guard import Drain
 from openai_routes.server.lifecycle import Lifecycle
 from openai_routes.server.loop_watch import LoopWatch
+from openai_routes.store.book import ResponseBook
 from settings import DEFAULT_CONFIG, ModelConfig, load_config
 
 logger = logging.getLogger("bento_oai")

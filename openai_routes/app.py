@@ -30,13 +30,13 @@ from openai_routes.endpoints.completions import router as completions
 from openai_routes.endpoints.embeddings import router as embeddings
 from openai_routes.endpoints.models import router as models
 from openai_routes.endpoints.responses import router as responses
-from openai_routes.endpoints.responses.book import ResponseBook
 from openai_routes.endpoints.tokenize import router as tokenize
 from openai_routes.pipeline.run import Runner
 from openai_routes.playground import router as playground
 from openai_routes.server.admission import Admission
 from openai_routes.server.auth import APIKeyMiddleware, KeyRing
 from openai_routes.server.guard import Drain, RequestGuard
+from openai_routes.store.book import ResponseBook
 
 
 def create_app(

@@ -31,9 +31,9 @@ from openai_routes.core.engine import (
 from openai_routes.core.limits import Limits
 from openai_routes.core.metrics import ServerMetrics
 from openai_routes.core.registry import ModelRegistry, ServedModel
-from openai_routes.endpoints.responses.book import ResponseBook
 from openai_routes.server.auth import KeyRing
 from openai_routes.server.guard import Drain
+from openai_routes.store.book import ResponseBook
 
 Outcome = Literal["pending", "running", "finished", "closed", "cancelled", "failed"]
 Reply = Callable[[str, int], list[str]]

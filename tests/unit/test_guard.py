@@ -17,9 +17,9 @@ from starlette.types import Message
 from openai_routes.app import create_app
 from openai_routes.core.limits import Limits
 from openai_routes.core.metrics import ServerMetrics
-from openai_routes.endpoints.responses.book import ResponseBook
 from openai_routes.server.auth import KeyRing
 from openai_routes.server.guard import Drain
+from openai_routes.store.book import ResponseBook
 from tests.unit.fakes import CHAT_MODEL, FakeEmbedEngine, FakeGenerateEngine, fake_registry, http_scope
 
 KEY = "sk-unit-test-key"

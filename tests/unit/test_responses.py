@@ -16,11 +16,11 @@ import pytest
 
 from openai_routes.core.engine import OutputDelta, OutputEvent
 from openai_routes.core.limits import Limits
-from openai_routes.endpoints.responses.book import ResponseBook
 from openai_routes.endpoints.responses.items import ResponseItems
 from openai_routes.endpoints.responses.protocol import FunctionToolCall, OutputMessage, OutputReasoning
 from openai_routes.pipeline.choice import ChoiceOutput
 from openai_routes.server.auth import KeyRing
+from openai_routes.store.book import ResponseBook
 from tests.unit.fakes import CHAT_MODEL, FakeEmbedEngine, FakeGenerateEngine, build_app, fake_registry
 
 KEY, OTHER_KEY = "sk-unit-responses", "sk-unit-other"

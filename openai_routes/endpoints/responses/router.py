@@ -24,7 +24,6 @@ from openai_routes.core.errors import APIError, as_api_error, bad_request
 from openai_routes.core.limits import Limits
 from openai_routes.core.registry import ModelRegistry
 from openai_routes.endpoints.answer import answer, collect
-from openai_routes.endpoints.responses.book import ResponseBook
 from openai_routes.endpoints.responses.input_items import new_id, prompt_messages, stored_item
 from openai_routes.endpoints.responses.items import ResponseRun
 from openai_routes.endpoints.responses.protocol import DeletedResponse, InputItemList, Response, ResponsesRequest
@@ -34,6 +33,7 @@ from openai_routes.server.admission import SLOT_KEY, Slot
 from openai_routes.server.auth import key_owner
 from openai_routes.server.json_body import StrictJSONRoute
 from openai_routes.store import ResponseRecord
+from openai_routes.store.book import ResponseBook
 
 Runs = Callable[[str], GenerationRun]  # a response id -> the run of its generation
 

@@ -31,7 +31,7 @@ from openai_routes.endpoints.embeddings import router as embeddings
 from openai_routes.endpoints.models import router as models
 from openai_routes.endpoints.responses import router as responses
 from openai_routes.endpoints.tokenize import router as tokenize
-from openai_routes.pipeline.run import Runner
+from openai_routes.pipeline.run import RunSettings
 from openai_routes.playground import router as playground
 from openai_routes.server.admission import Admission
 from openai_routes.server.auth import APIKeyMiddleware, KeyRing
@@ -46,11 +46,11 @@ def create_app(
     app = FastAPI(title="bento-oai: OpenAI-compatible API", docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.include_router(models.create_router(registry))
-    runner = Runner(limits.request_timeout, metrics)
-    app.include_router(chat_completions.create_router(registry, limits, runner))
-    app.include_router(completions.create_router(registry, limits, runner))
+    runs = RunSettings(limits.request_timeout, metrics)
+    app.include_router(chat_completions.create_router(registry, limits, runs))
+    app.include_router(completions.create_router(registry, limits, runs))
     app.include_router(embeddings.create_router(registry, limits, metrics))
-    app.include_router(responses.create_router(registry, limits, runner, book))
+    app.include_router(responses.create_router(registry, limits, runs, book))
     # Starlette runs the last added middleware first: key check, then body/disconnect guard, then admission.
     app.add_middleware(
         Admission,

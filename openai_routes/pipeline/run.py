@@ -56,6 +56,14 @@ class Reading:
 RAW_TEXT = Reading(reasoning_apart=False)
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """What every run of a server shares: the request deadline (seconds) and the metrics."""
+
+    timeout: float
+    metrics: ServerMetrics
+
+
 @dataclass(slots=True)
 class Piece:
     """One choice's delta as read: its index in the request, the engine's delta, the events it completed."""
@@ -77,17 +85,15 @@ class GenerationRun:
         model: str,
         inputs: Sequence[EngineInput],
         reading: Reading,
-        *,
         request_id: str,
-        timeout: float,
-        metrics: ServerMetrics,
+        settings: RunSettings,
     ) -> None:
         self.engine = engine
         self.model = model
         self.inputs = list(inputs)
         self.request_id = request_id
-        self.metrics = metrics
-        self.deadline = Deadline(timeout)
+        self.metrics = settings.metrics
+        self.deadline = Deadline(settings.timeout)
         self.choices = [self.choice(reading, prompt) for prompt in self.inputs for _ in range(prompt.options.n)]
         self.started = [False] * len(self.choices)
         self.steps: list[EngineSteps] = []
@@ -158,24 +164,3 @@ class GenerationRun:
         self.deadline.cancel()
         for steps in self.steps:
             await steps.aclose()
-
-
-@dataclass(frozen=True)
-class Runner:
-    """What every run of a server shares: the request deadline and the metrics. Routes (and the batch runner) start
-    their runs here."""
-
-    timeout: float
-    metrics: ServerMetrics
-
-    def run(
-        self,
-        engine: GenerateEngine,
-        model: str,
-        inputs: Sequence[EngineInput],
-        reading: Reading,
-        request_id: str,
-    ) -> GenerationRun:
-        return GenerationRun(
-            engine, model, inputs, reading, request_id=request_id, timeout=self.timeout, metrics=self.metrics
-        )

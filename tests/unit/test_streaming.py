@@ -20,7 +20,7 @@ from openai_routes.core.errors import APIError
 from openai_routes.core.metrics import ServerMetrics
 from openai_routes.endpoints.completions.protocol import Completion, CompletionChoice
 from openai_routes.pipeline.engine_steps import EngineSteps
-from openai_routes.pipeline.run import RAW_TEXT, EngineInput, GenerationRun
+from openai_routes.pipeline.run import RAW_TEXT, EngineInput, GenerationRun, RunSettings
 from openai_routes.protocol.chat import ChatCompletionChunk, ChoiceDelta, ChunkChoice
 from openai_routes.server.sse import (
     DATA_LINES,
@@ -113,7 +113,7 @@ ONE_REQUEST = [EngineInput([104, 105], SamplingOptions(max_tokens=8))]
 
 def generation_run(engine: Any, timeout: float = 5) -> GenerationRun:
     metrics = ServerMetrics.for_registry(prometheus_client.CollectorRegistry())
-    return GenerationRun(engine, "fake", ONE_REQUEST, RAW_TEXT, request_id="req-1", timeout=timeout, metrics=metrics)
+    return GenerationRun(engine, "fake", ONE_REQUEST, RAW_TEXT, "req-1", RunSettings(timeout, metrics))
 
 
 async def start(engine: FakeGenerateEngine, timeout: float = 5) -> EngineSteps:

@@ -16,12 +16,12 @@ from openai_routes.core.registry import ModelRegistry
 from openai_routes.endpoints.answer import answer
 from openai_routes.endpoints.chat_completions.wire import ChatWire
 from openai_routes.pipeline.prepare import prepare_chat
-from openai_routes.pipeline.run import Runner
+from openai_routes.pipeline.run import GenerationRun, RunSettings
 from openai_routes.protocol.chat import ChatCompletion, ChatCompletionRequest
 from openai_routes.server.json_body import StrictJSONRoute
 
 
-def create_router(registry: ModelRegistry, limits: Limits, runner: Runner) -> APIRouter:
+def create_router(registry: ModelRegistry, limits: Limits, runs: RunSettings) -> APIRouter:
     router = APIRouter(route_class=StrictJSONRoute)
 
     @router.post("/chat/completions", response_model=None)
@@ -30,7 +30,7 @@ def create_router(registry: ModelRegistry, limits: Limits, runner: Runner) -> AP
         current().model = served.id
         prepared = await prepare_chat(request, engine, limits)
         id = ChatWire.new_id()
-        run = runner.run(engine, served.id, [prepared.input], prepared.reading, id)
+        run = GenerationRun(engine, served.id, [prepared.input], prepared.reading, id, runs)
         return await answer(run, ChatWire(request, run, id), request.stream)
 
     return router

@@ -17,11 +17,11 @@ from openai_routes.endpoints.answer import answer
 from openai_routes.endpoints.completions.protocol import DEFAULT_MAX_TOKENS, Completion, CompletionRequest
 from openai_routes.endpoints.completions.wire import CompletionWire
 from openai_routes.pipeline.prepare import prompt_input
-from openai_routes.pipeline.run import RAW_TEXT, EngineInput, Runner
+from openai_routes.pipeline.run import RAW_TEXT, EngineInput, GenerationRun, RunSettings
 from openai_routes.server.json_body import StrictJSONRoute
 
 
-def create_router(registry: ModelRegistry, limits: Limits, runner: Runner) -> APIRouter:
+def create_router(registry: ModelRegistry, limits: Limits, runs: RunSettings) -> APIRouter:
     router = APIRouter(route_class=StrictJSONRoute)
 
     @router.post("/completions", response_model=None)
@@ -45,7 +45,7 @@ def create_router(registry: ModelRegistry, limits: Limits, runner: Runner) -> AP
             options = request.sampling_options(budget, request.logprobs, request.echo)
             inputs.append(EngineInput(prompt.token_ids, options))
         id = CompletionWire.new_id()
-        run = runner.run(engine, served.id, inputs, RAW_TEXT, id)
+        run = GenerationRun(engine, served.id, inputs, RAW_TEXT, id, runs)
         return await answer(run, CompletionWire(request, run, prompts, id), request.stream)
 
     return router

@@ -17,12 +17,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from openai_routes.endpoints.responses.protocol import (
-    FunctionCallItem,
-    FunctionCallOutputItem,
-    InputItem,
-    MessageItem,
-)
+from openai_routes.endpoints.responses.protocol import FunctionCallItem, FunctionCallOutputItem, InputItem, MessageItem
 
 ITEMS: TypeAdapter[list[InputItem]] = TypeAdapter(list[InputItem])
 

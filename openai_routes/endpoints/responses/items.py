@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from openai_routes.core.engine import OutputEvent
 from openai_routes.core.errors import APIError
 from openai_routes.endpoints.responses.input_items import new_id
-from openai_routes.endpoints.responses.protocol import (
+from openai_routes.endpoints.responses.objects import (
     FunctionToolCall,
     IncompleteDetails,
     ItemStatus,

@@ -1,4 +1,5 @@
-"""The Responses API: ``POST /v1/responses`` request, the ``response`` object and its stream events.
+"""The Responses API's request: ``POST /v1/responses`` and its input items (the ``response`` object is in
+``objects.py``).
 
 Reference: https://platform.openai.com/docs/api-reference/responses (the subset the official SDK relies on:
 ``../shared/RESPONSES_CONTRACT.md``). A request owns its conversion to a chat request (``chat_request``): the
@@ -10,7 +11,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     Discriminator,
     Field,
@@ -20,7 +20,6 @@ from pydantic import (
     model_validator,
 )
 
-from openai_routes.core.engine import TokenCounts
 from openai_routes.protocol.chat import UNSUPPORTED_PARTS, ChatCompletionRequest, text_part_only
 from openai_routes.protocol.common import INT32, INT64, OpenAIModel
 from openai_routes.protocol.tools import FUNCTION_NAME, FunctionDefinition, check_schema
@@ -258,125 +257,3 @@ class ResponsesRequest(OpenAIModel):
             **self.model_dump(include=VLLM_EXTRAS, exclude_none=True),
         }
         return ChatCompletionRequest.model_validate(chat)
-
-
-# --- the response object -------------------------------------------------------------------------------------
-
-ItemStatus = Literal["in_progress", "completed", "incomplete"]
-Status = Literal["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"]
-
-
-class OutputText(BaseModel):
-    type: Literal["output_text"] = "output_text"
-    text: str
-    annotations: list[Any] = Field(default_factory=list)
-    logprobs: list[Any] = Field(default_factory=list)
-
-
-class OutputMessage(BaseModel):
-    id: str
-    type: Literal["message"] = "message"
-    role: Literal["assistant"] = "assistant"
-    status: ItemStatus
-    content: list[OutputText]
-
-
-class FunctionToolCall(BaseModel):
-    id: str
-    type: Literal["function_call"] = "function_call"
-    call_id: str
-    name: str
-    arguments: str
-    status: ItemStatus
-
-
-class ReasoningText(BaseModel):
-    type: Literal["reasoning_text"] = "reasoning_text"
-    text: str
-
-
-class OutputReasoning(BaseModel):
-    id: str
-    type: Literal["reasoning"] = "reasoning"
-    summary: list[Any] = Field(default_factory=list)
-    content: list[ReasoningText]
-    status: ItemStatus
-
-
-OutputItem = OutputMessage | FunctionToolCall | OutputReasoning
-
-
-class InputTokensDetails(BaseModel):
-    cached_tokens: int = 0
-
-
-class OutputTokensDetails(BaseModel):
-    reasoning_tokens: int = 0
-
-
-class ResponseUsage(BaseModel):
-    input_tokens: int
-    input_tokens_details: InputTokensDetails
-    output_tokens: int
-    output_tokens_details: OutputTokensDetails
-    total_tokens: int
-
-    @classmethod
-    def of(cls, counts: TokenCounts) -> ResponseUsage:
-        return cls(
-            input_tokens=counts.prompt,
-            input_tokens_details=InputTokensDetails(cached_tokens=counts.cached),
-            output_tokens=counts.completion,
-            output_tokens_details=OutputTokensDetails(reasoning_tokens=counts.reasoning or 0),
-            total_tokens=counts.total,
-        )
-
-
-class ResponseError(BaseModel):
-    code: str
-    message: str
-
-
-class IncompleteDetails(BaseModel):
-    reason: Literal["max_output_tokens", "content_filter"]
-
-
-class Response(BaseModel):
-    id: str
-    object: Literal["response"] = "response"
-    created_at: int
-    completed_at: int | None = None
-    status: Status
-    background: bool = False
-    error: ResponseError | None = None
-    incomplete_details: IncompleteDetails | None = None
-    instructions: str | None = None
-    max_output_tokens: int | None = None
-    model: str
-    output: list[OutputItem] = Field(default_factory=list)
-    parallel_tool_calls: bool = True
-    previous_response_id: str | None = None
-    store: bool = True
-    temperature: float | None = None
-    text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
-    tool_choice: str | dict[str, Any] = "auto"
-    tools: list[dict[str, Any]] = Field(default_factory=list)
-    top_p: float | None = None
-    truncation: Literal["disabled", "auto"] = "disabled"
-    usage: ResponseUsage | None = None
-    user: str | None = None
-    metadata: dict[str, str] = Field(default_factory=dict)
-
-
-class DeletedResponse(BaseModel):
-    id: str
-    object: Literal["response"] = "response"
-    deleted: bool = True
-
-
-class InputItemList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[dict[str, Any]]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool

@@ -26,9 +26,10 @@ from openai_routes.core.registry import ModelRegistry
 from openai_routes.endpoints.answer import answer, collect
 from openai_routes.endpoints.responses.input_items import new_id, prompt_messages, stored_item
 from openai_routes.endpoints.responses.items import ResponseRun
-from openai_routes.endpoints.responses.protocol import DeletedResponse, InputItemList, Response, ResponsesRequest
+from openai_routes.endpoints.responses.objects import DeletedResponse, InputItemList, Response
+from openai_routes.endpoints.responses.protocol import ResponsesRequest
 from openai_routes.pipeline.prepare import prepare_chat
-from openai_routes.pipeline.run import GenerationRun, Runner
+from openai_routes.pipeline.run import GenerationRun, RunSettings
 from openai_routes.server.admission import SLOT_KEY, Slot
 from openai_routes.server.auth import key_owner
 from openai_routes.server.json_body import StrictJSONRoute
@@ -116,7 +117,7 @@ class ResponseJob:
         return self.recorded(self.wire.response.model_copy(update=update))
 
 
-def create_router(registry: ModelRegistry, limits: Limits, runner: Runner, book: ResponseBook) -> APIRouter:
+def create_router(registry: ModelRegistry, limits: Limits, runs: RunSettings, book: ResponseBook) -> APIRouter:
     router = APIRouter(route_class=StrictJSONRoute)
 
     @router.post("/responses", response_model=None)
@@ -133,7 +134,7 @@ def create_router(registry: ModelRegistry, limits: Limits, runner: Runner, book:
             book,
             owner,
             request,
-            lambda id: runner.run(engine, served.id, [prepared.input], prepared.reading, id),
+            lambda id: GenerationRun(engine, served.id, [prepared.input], prepared.reading, id, runs),
         )
         if request.background:
             await book.keep(job.record)

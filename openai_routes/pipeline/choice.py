@@ -74,9 +74,10 @@ class ChoiceOutput:
         else:
             self.text.append(delta.text)
             events = self.reader.feed(delta.text, delta.token_ids, delta.finish_reason is not None)
-        return self.keep(events)
+        return self.record(events)
 
-    def keep(self, events: list[OutputEvent]) -> list[OutputEvent]:
+    def record(self, events: list[OutputEvent]) -> list[OutputEvent]:
+        """Drop the events the request does not want (later calls, reasoning left out); note the rest."""
         kept = [
             event
             for event in events

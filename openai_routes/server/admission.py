@@ -10,10 +10,10 @@ the embedding model. Only ``POST`` calls are admitted here; ``GET /v1/models`` i
 ``guard.RequestGuard``, which leaves it in the scope.
 
 A request's sequences are a ``Slot``, left in the scope: acquired before the route runs and released when the
-request ends, unless the route ``keep``s it for work that outlives the request. A background response is the one
-such work: its POST is answered at once (``queued``, or 429 when the queue is full, as for any request), and its
-run acquires the slot, waiting in the same queue, and holds it until it ends; so background runs are bounded by
-the same limits, and a client that leaves while its run waits loses nothing.
+request ends, unless the route takes it over (``take_over``) for work that outlives the request. A background
+response is the one such work: its POST is answered at once (``queued``, or 429 when the queue is full, as for
+any request), and its run acquires the slot, waiting in the same queue, and holds it until it ends; so background
+runs are bounded by the same limits, and a client that leaves while its run waits loses nothing.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class Slot:
         self.queued = queued
         self.in_flight = in_flight
         self.held = False
-        self.kept = False
+        self.taken_over = False
 
     async def acquire(self) -> None:
         """Wait in the gate's queue until the sequences are granted (at once if they are held already)."""
@@ -112,10 +112,10 @@ class Slot:
         self.held = True
         self.in_flight.inc()
 
-    def keep(self) -> Callable[[], None]:
+    def take_over(self) -> Callable[[], None]:
         """Take the slot over from the request, which then leaves it as it is: the caller calls what this
         returns exactly once, when its work ends."""
-        self.kept = True
+        self.taken_over = True
         return self.release
 
     def release(self) -> None:
@@ -207,5 +207,5 @@ class Admission:
         try:
             await self.app(scope, receive, send)
         finally:
-            if not slot.kept:
+            if not slot.taken_over:
                 slot.release()

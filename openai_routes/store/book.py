@@ -93,7 +93,8 @@ class ResponseBook:
             )
         return [item for record in chain for item in (*record.input_items, *record.response.get("output", []))]
 
-    async def keep(self, record: ResponseRecord) -> None:
+    async def save(self, record: ResponseRecord) -> None:
+        """Store ``record`` (a 400 ``response_too_large`` past the size cap)."""
         try:
             await self.store.save(record)
         except StoreFullError as exc:

@@ -71,7 +71,7 @@ class ResponseJob:
         status: Literal["queued", "in_progress"] = "queued" if request.background else "in_progress"
         response = initial_response(request, status)
         self.run = runs(response.id)
-        self.wire = ResponseRun(response, self.run, self.finish_record if request.background else self.keep)
+        self.wire = ResponseRun(response, self.run, self.finish_record if request.background else self.save)
         self.record = ResponseRecord(
             id=response.id,
             owner=owner,
@@ -87,9 +87,9 @@ class ResponseJob:
             **{**vars(self.record), "status": response.status, "response": response.model_dump(mode="json")}
         )
 
-    async def keep(self, response: Response) -> None:
+    async def save(self, response: Response) -> None:
         if self.request.store:
-            await self.book.keep(self.recorded(response))
+            await self.book.save(self.recorded(response))
 
     async def finish_record(self, response: Response) -> None:
         await self.book.finish(self.recorded(response))
@@ -137,9 +137,9 @@ def create_router(registry: ModelRegistry, limits: Limits, runs: RunSettings, bo
             lambda id: GenerationRun(engine, served.id, [prepared.input], prepared.reading, id, runs),
         )
         if request.background:
-            await book.keep(job.record)
+            await book.save(job.record)
             slot: Slot = http.scope[SLOT_KEY]
-            release = slot.keep()  # the run waits for the request's admission slot and holds it until it ends
+            release = slot.take_over()  # the run waits for the request's admission slot and holds it until it ends
             run = book.run_in_background(job.record, job.background(slot))
             run.add_done_callback(lambda _: release())
             return job.wire.response

@@ -208,3 +208,16 @@ def test_raw_sse(http: httpx.Client) -> None:
     for event in events[:-1]:
         assert event.startswith("data: ")
         assert json.loads(event.removeprefix("data: "))["object"] == "text_completion"
+
+
+def test_a_repeated_prompt_reports_the_engines_cached_tokens(client: openai.OpenAI) -> None:
+    """Prefix caching: the second time a long prompt comes, the engine reuses its blocks, and usage says how many
+    prompt tokens it did not compute again (as chat reports it)."""
+    text = " ".join(f"Entry {i}: the colour of box {i} is {'red' if i % 3 else 'blue'}." for i in range(60))
+    first = client.completions.create(model=CHAT_MODEL, prompt=text, max_tokens=4, temperature=0)
+    second = client.completions.create(model=CHAT_MODEL, prompt=text, max_tokens=4, temperature=0)
+    assert first.usage is not None and second.usage is not None
+    assert first.usage.prompt_tokens_details is not None and second.usage.prompt_tokens_details is not None
+    assert second.usage.prompt_tokens == first.usage.prompt_tokens > 256
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert cached is not None and 0 < cached <= second.usage.prompt_tokens

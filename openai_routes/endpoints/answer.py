@@ -8,13 +8,14 @@ trailer, the Responses lifecycle events and its store write), and the finished o
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 from starlette.responses import Response
 
 from openai_routes.pipeline.run import GenerationRun, Piece
-from openai_routes.server.sse import Event, Framing, sse_response
+from openai_routes.protocol.common import CompletionUsage
+from openai_routes.server.sse import DATA_LINES, Event, Framing, sse_response
 
 Whole = TypeVar("Whole", bound=BaseModel, covariant=True)
 
@@ -76,3 +77,25 @@ async def events(run: GenerationRun, wire: Wire[Whole]) -> AsyncGenerator[Event,
             yield event
     for event in await wire.closing():
         yield event
+
+
+class DataLinesWire:
+    """What chat's and completions' wires share: ``data:`` lines ending with ``[DONE]``, nothing before the first
+    chunk, answers read from the finished choices, and with ``stream_options.include_usage`` a last chunk that
+    carries the usage and no choice. A subclass sets ``request``, ``run`` and ``chunk(choices, usage)``."""
+
+    framing = DATA_LINES
+    request: Any
+    run: GenerationRun
+
+    def chunk(self, choices: list[Any], usage: CompletionUsage | None = None) -> BaseModel:
+        raise NotImplementedError
+
+    def opening(self) -> Iterable[Event]:
+        return ()
+
+    def take(self, piece: Piece) -> None:
+        pass  # the answer is read from the finished choices
+
+    async def closing(self) -> Iterable[Event]:
+        return (self.chunk([], CompletionUsage.of(self.run.counts())),) if self.request.include_usage else ()

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 
 from openai_routes.core.engine import OutputEvent, TokenLogprob
+from openai_routes.endpoints.answer import DataLinesWire
 from openai_routes.pipeline.choice import ChoiceOutput
 from openai_routes.pipeline.run import GenerationRun, Piece
 from openai_routes.protocol.chat import (
@@ -32,7 +33,7 @@ from openai_routes.protocol.chat import (
     TopLogprob,
 )
 from openai_routes.protocol.common import CompletionUsage
-from openai_routes.server.sse import DATA_LINES, Event, TextChunks
+from openai_routes.server.sse import Event, TextChunks
 
 
 def chat_logprobs(logprobs: Sequence[TokenLogprob] | None) -> ChoiceLogprobs | None:
@@ -65,10 +66,10 @@ def event_delta(choice: ChoiceOutput, event: OutputEvent) -> ChoiceDelta:
     return ChoiceDelta(tool_calls=[piece])
 
 
-class ChatWire:
+class ChatWire(DataLinesWire):
     """One chat request's answer, as one object or as chunks."""
 
-    framing = DATA_LINES
+    request: ChatCompletionRequest
 
     def __init__(self, request: ChatCompletionRequest, run: GenerationRun, id: str) -> None:
         self.request = request
@@ -92,9 +93,6 @@ class ChatWire:
             id=self.id, created=self.created, model=self.request.model, choices=choices, usage=usage
         )
 
-    def opening(self) -> Iterable[Event]:
-        return ()
-
     def chunks(self, piece: Piece) -> Iterable[Event]:
         delta, choice, events = piece.delta, piece.choice, piece.events
         plain = (
@@ -117,12 +115,6 @@ class ChatWire:
             self.role_sent[piece.index] = True
             pieces[0].delta.role = "assistant"
         return [self.chunk([one]) for one in pieces]
-
-    def take(self, piece: Piece) -> None:
-        pass  # the answer is read from the finished choices
-
-    async def closing(self) -> Iterable[Event]:
-        return (self.chunk([], CompletionUsage.of(self.run.counts())),) if self.request.include_usage else ()
 
     async def whole(self) -> ChatCompletion:
         answers = []

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from openai_routes.core.engine import TokenLogprob
+from openai_routes.endpoints.answer import DataLinesWire
 from openai_routes.endpoints.completions.protocol import (
     Completion,
     CompletionChoice,
@@ -22,7 +23,7 @@ from openai_routes.endpoints.completions.protocol import (
 from openai_routes.pipeline.prepare import PromptText
 from openai_routes.pipeline.run import GenerationRun, Piece
 from openai_routes.protocol.common import CompletionUsage
-from openai_routes.server.sse import DATA_LINES, Event, TextChunks
+from openai_routes.server.sse import Event, TextChunks
 
 
 @dataclass
@@ -65,10 +66,10 @@ class TextLogprobs:
         )
 
 
-class CompletionWire:
+class CompletionWire(DataLinesWire):
     """One completion request's answer, as one object or as chunks."""
 
-    framing = DATA_LINES
+    request: CompletionRequest
 
     def __init__(self, request: CompletionRequest, run: GenerationRun, prompts: list[PromptText], id: str) -> None:
         self.request = request
@@ -91,9 +92,6 @@ class CompletionWire:
     def prompt_of(self, index: int) -> int:
         return index // self.request.n
 
-    def opening(self) -> Iterable[Event]:
-        return ()
-
     def chunks(self, piece: Piece) -> Iterable[Event]:
         delta, builder = piece.delta, self.logprobs[piece.index]
         text, logprobs = delta.text, None
@@ -111,12 +109,6 @@ class CompletionWire:
             return (self.text_chunks.encode(piece.index, text),)
         choice = CompletionChoice(index=piece.index, text=text, finish_reason=delta.finish_reason, logprobs=logprobs)
         return (self.chunk([choice]),)
-
-    def take(self, piece: Piece) -> None:
-        pass  # the answer is read from the finished choices
-
-    async def closing(self) -> Iterable[Event]:
-        return (self.chunk([], CompletionUsage.of(self.run.counts())),) if self.request.include_usage else ()
 
     async def whole(self) -> Completion:
         choices = []

@@ -1,20 +1,21 @@
 """The OpenAI-compatible ASGI apps the BentoML service mounts: the API at ``/v1`` and vLLM's root-level routes.
 
-Endpoints (reference: https://platform.openai.com/docs/api-reference):
+Endpoints (reference: https://platform.openai.com/docs/api-reference), one package each under ``endpoints/``:
 
-- ``GET  /v1/models``, ``GET /v1/models/{id}``: models.py
-- ``POST /v1/chat/completions``: chat.py (JSON or SSE stream)
-- ``POST /v1/completions``: completions.py (JSON or SSE stream)
-- ``POST /v1/embeddings``: embeddings.py
-- ``POST /v1/responses``, ``GET``/``DELETE /v1/responses/{id}``, ``.../input_items``, ``.../cancel``: responses.py
-- ``POST /tokenize``, ``POST /detokenize``: tokenize.py (vLLM's extension, at the root as vLLM serves it)
-- ``GET  /``, ``GET /playground`` (+ its files and ``/playground/config``): playground.py, the chat page
+- ``GET  /v1/models``, ``GET /v1/models/{id}``: ``models``
+- ``POST /v1/chat/completions``: ``chat_completions`` (JSON or SSE stream)
+- ``POST /v1/completions``: ``completions`` (JSON or SSE stream)
+- ``POST /v1/embeddings``: ``embeddings``
+- ``POST /v1/responses``, ``GET``/``DELETE /v1/responses/{id}``, ``.../input_items``, ``.../cancel``: ``responses``
+- ``POST /tokenize``, ``POST /detokenize``: ``tokenize`` (vLLM's extension, at the root as vLLM serves it)
+- ``GET  /``, ``GET /playground`` (+ its files and ``/playground/config``): ``playground/``, the chat page
 
-Every route but the playground's page and files needs ``Authorization: Bearer <key>`` (auth.py) and passes the
-body/disconnect guard (guard.py); the ``/v1`` routes also pass per-model admission control (admission.py); every
-error is OpenAI's envelope (errors.py). Server-wide, the service adds request ids and the access log (access.py)
-and OpenAI-shaped 404/405s (envelope.py). The factories take everything the routes need as arguments: no module
-globals, no ``app.state``.
+Every route but the playground's page and files needs ``Authorization: Bearer <key>`` (``server/auth.py``) and
+passes the body/disconnect guard (``server/guard.py``); the ``/v1`` routes also pass per-model admission control
+(``server/admission.py``); every error is OpenAI's envelope (``core/errors.py``). Server-wide, the service adds
+request ids and the access log (``server/access_log.py``) and OpenAI-shaped 404/405s (``server/envelope.py``).
+This is the only module that imports the endpoints. The factories take everything the routes need as arguments:
+no module globals, no ``app.state``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ The server enforces formats with the engine's constrained decoding instead of ho
   With ``response_format`` too, the format wins and the answer is text.
 - ``tool_choice: "none"``: a plain answer.
 
-The model's parsers read the output back by the plan's ``tool_choice`` (``output.py``, ``engine.output_reader``).
+The model's parsers read the output back by the plan's ``tool_choice`` (``pipeline.choice``, ``engine.output_reader``).
 """
 
 from __future__ import annotations

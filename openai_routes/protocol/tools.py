@@ -1,6 +1,6 @@
 """Structured outputs and tools in a chat request: ``response_format``, ``tools``, ``tool_choice``.
 
-Schemas are checked here (a malformed JSON schema is a 400 with ``param``); ``tool_calls.py`` turns them into
+Schemas are checked here (a malformed JSON schema is a 400 with ``param``); ``pipeline/constraints.py`` turns them into
 constrained decoding and parses the output back into tool calls.
 """
 

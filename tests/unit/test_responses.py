@@ -16,8 +16,8 @@ import pytest
 
 from openai_routes.core.engine import OutputDelta, OutputEvent
 from openai_routes.core.limits import Limits
-from openai_routes.endpoints.responses.items import ResponseItems
 from openai_routes.endpoints.responses.objects import FunctionToolCall, OutputMessage, OutputReasoning
+from openai_routes.endpoints.responses.wire import ResponseItems
 from openai_routes.pipeline.choice import ChoiceOutput
 from openai_routes.server.auth import KeyRing
 from openai_routes.store.book import ResponseBook

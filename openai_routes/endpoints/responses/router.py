@@ -6,7 +6,7 @@
 
 A response runs as a chat request (``ResponsesRequest.chat_request``, ``pipeline.prepare.prepare_chat``): the same
 rendering, limits, formats and tool calls, the same ``pipeline.run.GenerationRun``, read into Responses items
-(``items.py``). Stored responses, their chains and background runs are ``book.py``'s; every lookup is scoped to
+(``wire.py``). Stored responses, their chains and background runs are ``book.py``'s; every lookup is scoped to
 the caller's key.
 """
 
@@ -25,9 +25,9 @@ from openai_routes.core.limits import Limits
 from openai_routes.core.registry import ModelRegistry
 from openai_routes.endpoints.answer import answer, collect
 from openai_routes.endpoints.responses.input_items import new_id, prompt_messages, stored_item
-from openai_routes.endpoints.responses.items import ResponseRun
 from openai_routes.endpoints.responses.objects import DeletedResponse, InputItemList, Response
 from openai_routes.endpoints.responses.protocol import ResponsesRequest
+from openai_routes.endpoints.responses.wire import ResponseWire
 from openai_routes.pipeline.prepare import prepare_chat
 from openai_routes.pipeline.run import GenerationRun, RunSettings
 from openai_routes.server.admission import SLOT_KEY, Slot
@@ -71,7 +71,7 @@ class ResponseJob:
         status: Literal["queued", "in_progress"] = "queued" if request.background else "in_progress"
         response = initial_response(request, status)
         self.run = runs(response.id)
-        self.wire = ResponseRun(response, self.run, self.finish_record if request.background else self.save)
+        self.wire = ResponseWire(response, self.run, self.finish_record if request.background else self.save)
         self.record = ResponseRecord(
             id=response.id,
             owner=owner,

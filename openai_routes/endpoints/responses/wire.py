@@ -145,7 +145,7 @@ def dump(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json")
 
 
-class ResponseRun:
+class ResponseWire:
     """One response's wire (``endpoints.answer.Wire``): the run's single choice as Responses items, streamed as SSE
     events (``event:`` lines, ``sequence_number`` from 0) or read whole; both end with the finished ``response``
     object in ``self.response``, handed to ``finished`` (the store's write) before the terminal event, so a client

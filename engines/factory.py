@@ -1,0 +1,54 @@
+"""From a config's model entry to a started engine, as the registry serves it (``ServedModel``).
+
+The one place that knows which engine serves which task: ``VLLMEmbedder`` for ``embed``, ``VLLMGenerator`` (with
+the entry's parsers, chat template and generation defaults) for ``chat``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from engines.vllm_build import build_async_llm
+from engines.vllm_embedder import VLLMEmbedder
+from engines.vllm_engine import VLLMEngine
+from engines.vllm_generator import VLLMGenerator
+from openai_routes.core.registry import ServedModel
+
+if TYPE_CHECKING:
+    from settings import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+
+def start_engine(model: ModelConfig, model_path: str, shutdown_grace: float) -> VLLMEngine:
+    """Start ``model``'s engine from the weights at ``model_path`` (blocks until the engine core runs). vLLM's
+    engine processes get ``shutdown_grace`` to finish in-flight work when signalled (circus signals them too)."""
+    engine_args = {"shutdown_timeout": int(shutdown_grace), **model.engine}
+    llm = build_async_llm(model_path, engine_args, model.runner, model.reasoning_parser)
+    if model.task == "embed":
+        return VLLMEmbedder(llm)
+    return VLLMGenerator(
+        llm,
+        model.tool_call_parser,
+        model.reasoning_parser,
+        chat_template=model.chat_template_text,
+        generation_defaults=model.generation_defaults,
+    )
+
+
+def start_model(model: ModelConfig, model_path: str, shutdown_grace: float) -> ServedModel:
+    """``model`` started and named as the registry serves it (its id, aliases, task and owner)."""
+    logger.info("starting the %s engine for %s (about a minute on CPU)", model.runner, model.id)
+    started = time.monotonic()
+    engine = start_engine(model, model_path, shutdown_grace)
+    logger.info("%s ready in %.0f s", model.id, time.monotonic() - started)
+    return ServedModel(model.id, model.task, engine, model.owned_by, int(time.time()), tuple(model.aliases))
+
+
+def stop_model(model: ServedModel) -> None:
+    """Shut down the engine ``start_model`` started for ``model`` (its engine core processes, its tokenizer thread)."""
+    engine = model.engine
+    assert isinstance(engine, VLLMEngine), f"{model.id} was not started by engines.factory"
+    engine.shutdown()

@@ -18,7 +18,7 @@ import bentoml
 from pydantic import BaseModel
 
 from bento_image import build_envs, build_image
-from engines.factory import start_model, stop_model
+from engines.factory import start_models, stop_model
 from openai_routes.app import create_app, create_root_app
 from openai_routes.core.metrics import ServerMetrics, engine_gauges
 from openai_routes.core.registry import ModelRegistry
@@ -83,8 +83,8 @@ class BentoOAIService:
             max_response_bytes=store.max_response_bytes,
             purge_every=store.purge_every,
         )
-        for index, model in enumerate(CONFIG.models):
-            registry.add(start_model(model, self.model_path(index, model), CONFIG.limits.shutdown_grace))
+        models = [(model, self.model_path(index, model)) for index, model in enumerate(CONFIG.models)]
+        await start_models(registry, models, CONFIG.limits.shutdown_grace, concurrently=CONFIG.platform == "cpu")
         freeze_startup_heap()
         LoopWatch(asyncio.get_running_loop(), quiet=lambda: drain.draining).start()  # engine starts hold the loop
 

@@ -10,11 +10,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from engines.vllm_build import build_async_llm
 from engines.vllm_embedder import VLLMEmbedder
-from engines.vllm_engine import VLLMEngine
 from engines.vllm_generator import VLLMGenerator
 from openai_routes.core.registry import ModelRegistry, ServedModel
 
@@ -24,7 +23,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def start_engine(model: ModelConfig, model_path: str, shutdown_grace: float) -> VLLMEngine:
+@runtime_checkable
+class Stoppable(Protocol):
+    """What ``stop_model`` needs of an engine (the engine port does not say how an engine ends)."""
+
+    def shutdown(self) -> None: ...
+
+
+def start_engine(model: ModelConfig, model_path: str, shutdown_grace: float) -> VLLMEmbedder | VLLMGenerator:
     """Start ``model``'s engine from the weights at ``model_path`` (blocks until the engine core runs). vLLM's
     engine processes get ``shutdown_grace`` to finish in-flight work when signalled (circus signals them too)."""
     engine_args = {"shutdown_timeout": int(shutdown_grace), **model.engine}
@@ -56,8 +62,8 @@ async def start_models(
     the registry (and shuts down with it) even when another start failed; that failure is then raised.
 
     ``concurrently``: each engine starts in a thread of its own, all at once. Building an ``AsyncLLM`` blocks while
-    its engine core loads and warms up in processes of its own, so on CPU the models' starts overlap (measured on
-    the default config: about 85 s to ready instead of 100; docs/architecture.md). Built off the loop, an
+    its engine core loads and warms up in processes of its own, so on CPU the starts overlap (the default config
+    is ready in 29.5 s instead of 36: docs/architecture.md, "Starting the engines"). Built off the loop, an
     ``AsyncLLM`` starts its output tasks on its first request instead (vLLM supports both). Not on GPU: each engine
     sizes its KV cache from the device memory it finds free, which an engine starting beside it would be taking.
     """
@@ -77,5 +83,5 @@ async def start_models(
 def stop_model(model: ServedModel) -> None:
     """Shut down the engine ``start_model`` started for ``model`` (its engine core processes, its tokenizer thread)."""
     engine = model.engine
-    assert isinstance(engine, VLLMEngine), f"{model.id} was not started by engines.factory"
+    assert isinstance(engine, Stoppable), f"{model.id}'s engine has no shutdown()"
     engine.shutdown()

@@ -86,7 +86,8 @@ class BentoOAIService:
         models = [(model, self.model_path(index, model)) for index, model in enumerate(CONFIG.models)]
         await start_models(registry, models, CONFIG.limits.shutdown_grace, concurrently=CONFIG.platform == "cpu")
         freeze_startup_heap()
-        LoopWatch(asyncio.get_running_loop(), quiet=lambda: drain.draining).start()  # engine starts hold the loop
+        # Last: the freeze (and engine starts on GPU, on the loop) hold the loop longer than a stall worth logging.
+        LoopWatch(asyncio.get_running_loop(), quiet=lambda: drain.draining).start()
 
     def model_path(self, index: int, model: ModelConfig) -> str:
         if model.source.path:

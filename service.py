@@ -10,24 +10,23 @@ can serve, ``/livez`` turns 503 when an engine dies.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
-import time
 from typing import Any
 
 import bentoml
 from pydantic import BaseModel
 
 from bento_image import build_envs, build_image
+from engines.factory import start_models, stop_model
 from openai_routes.app import create_app, create_root_app
 from openai_routes.core.metrics import ServerMetrics, engine_gauges
-from openai_routes.core.registry import ModelRegistry, ServedModel
+from openai_routes.core.registry import ModelRegistry
 from openai_routes.server.access_log import AccessLog
 from openai_routes.server.auth import KeyRing
 from openai_routes.server.envelope import OpenAIErrorEnvelope
 from openai_routes.server.guard import Drain
-from openai_routes.server.lifecycle import Lifecycle
+from openai_routes.server.lifecycle import Lifecycle, freeze_startup_heap
 from openai_routes.server.loop_watch import LoopWatch
 from openai_routes.store.book import ResponseBook
 from settings import DEFAULT_CONFIG, ModelConfig, load_config
@@ -55,15 +54,6 @@ app = create_app(registry, keyring, CONFIG.limits, metrics, drain, book)
 root_app = create_root_app(registry, keyring, CONFIG.limits, drain, playground_page=CONFIG.playground)
 
 
-def freeze_startup_heap() -> None:
-    """Move what startup allocated (torch, transformers, vLLM, tokenizers: millions of objects) out of the
-    collector's reach, as vLLM's own server does: otherwise each full collection walks all of it and stalls
-    every stream for up to a second under load."""
-    gc.collect()
-    gc.freeze()
-    logger.info("froze %d startup objects out of garbage collection", gc.get_freeze_count())
-
-
 def model_attribute(index: int) -> str:
     return f"model_{index}"
 
@@ -80,13 +70,8 @@ def model_reference(model: ModelConfig) -> Any:
 
 
 class BentoOAIService:
-    def __init__(self) -> None:
-        self.engines: list[Any] = []
-
     @bentoml.on_startup
     async def start_engines(self) -> None:
-        from engines.vllm_engine import VLLMEmbedder, VLLMGenerator, build_engine
-
         lifecycle.install()  # SIGTERM drain, and no engine process outliving the worker (nor the worker its arbiter)
         for name, value in CONFIG.env.items():
             os.environ.setdefault(name, value)
@@ -98,31 +83,11 @@ class BentoOAIService:
             max_response_bytes=store.max_response_bytes,
             purge_every=store.purge_every,
         )
-        for index, model in enumerate(CONFIG.models):
-            path = self.model_path(index, model)
-            logger.info("starting the %s engine for %s (about a minute on CPU)", model.runner, model.id)
-            started = time.monotonic()
-            # circus signals the engine processes too: let them finish in-flight work for the same grace.
-            engine_args = {"shutdown_timeout": int(CONFIG.limits.shutdown_grace), **model.engine}
-            llm = build_engine(path, engine_args, model.runner, model.reasoning_parser)
-            engine = (
-                VLLMEmbedder(llm)
-                if model.task == "embed"
-                else VLLMGenerator(
-                    llm,
-                    model.tool_call_parser,
-                    model.reasoning_parser,
-                    chat_template=model.chat_template_text,
-                    generation_defaults=model.generation_defaults,
-                )
-            )
-            self.engines.append(engine)
-            registry.add(
-                ServedModel(model.id, model.task, engine, model.owned_by, int(time.time()), tuple(model.aliases))
-            )
-            logger.info("%s ready in %.0f s", model.id, time.monotonic() - started)
+        models = [(model, self.model_path(index, model)) for index, model in enumerate(CONFIG.models)]
+        await start_models(registry, models, CONFIG.limits.shutdown_grace, concurrently=CONFIG.platform == "cpu")
         freeze_startup_heap()
-        LoopWatch(asyncio.get_running_loop(), quiet=lambda: drain.draining).start()  # engine starts hold the loop
+        # Last: the freeze (and engine starts on GPU, on the loop) hold the loop longer than a stall worth logging.
+        LoopWatch(asyncio.get_running_loop(), quiet=lambda: drain.draining).start()
 
     def model_path(self, index: int, model: ModelConfig) -> str:
         if model.source.path:
@@ -137,10 +102,10 @@ class BentoOAIService:
 
     @bentoml.on_shutdown
     def stop_engines(self) -> None:
+        models = registry.models()
         registry.clear()
-        for engine in self.engines:
-            engine.shutdown()
-        self.engines.clear()  # what an engine leaves running, the reaper kills when the worker exits (lifecycle)
+        for model in models:
+            stop_model(model)  # what an engine leaves running, the reaper kills when the worker exits (lifecycle)
 
     def __metrics__(self, text: str) -> str:
         return text + engine_gauges(registry)
@@ -149,7 +114,7 @@ class BentoOAIService:
         return registry.ready() and not drain.draining
 
     def __is_alive__(self) -> bool:
-        return all(engine.is_healthy() for engine in self.engines)
+        return all(model.engine.is_healthy() for model in registry.models())
 
 
 for _index, _model in enumerate(CONFIG.models):

@@ -1,7 +1,7 @@
 """The small interface the routes use to talk to a model engine, and the engine-side types.
 
-Nothing here knows vLLM or the OpenAI protocol: ``engines/vllm_engine.py`` implements these protocols on
-vLLM's ``AsyncLLM``, and the routers convert requests to ``SamplingOptions`` in one place
+Nothing here knows vLLM or the OpenAI protocol: ``engines/vllm_generator.py`` and ``engines/vllm_embedder.py``
+implement these protocols on vLLM's ``AsyncLLM``, and the routers convert requests to ``SamplingOptions`` in one place
 (``protocol.common.SamplingRequest.sampling_options``).
 """
 
@@ -156,6 +156,10 @@ class Engine(Protocol):
         ...
 
     def num_in_flight(self) -> int: ...
+
+    def shutdown(self) -> None:
+        """Stop the engine (its processes and threads); the service calls it once, at shutdown."""
+        ...
 
 
 @runtime_checkable

@@ -93,6 +93,9 @@ class FakeGenerateEngine:
     def num_in_flight(self) -> int:
         return self._in_flight
 
+    def shutdown(self) -> None:
+        self.healthy = False
+
     async def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return [ord(char) for char in text]
 
@@ -233,6 +236,9 @@ class FakeEmbedEngine:
 
     def num_in_flight(self) -> int:
         return self._in_flight
+
+    def shutdown(self) -> None:
+        self.healthy = False
 
     async def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return [ord(char) for char in text]

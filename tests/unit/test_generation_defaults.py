@@ -69,15 +69,12 @@ def test_the_config_refuses_what_is_no_sampling_default(model: dict[str, Any], m
         ServiceConfig.model_validate(config(**copy.deepcopy(model)))
 
 
-# --- the vLLM adapter (imports vLLM: about 20 s) ------------------------------------------------------------------
-
-
-class FakeTokenizer:
-    def __len__(self) -> int:
-        return 100
+# --- vLLM's SamplingParams (imports vLLM: about 20 s) -------------------------------------------------------------
 
 
 class FakeModelConfig:
+    """What ``checked_defaults`` reads of vLLM's model config: the sampling fields of its generation_config.json."""
+
     def __init__(self, diff: dict[str, Any]) -> None:
         self.diff = diff
 
@@ -85,42 +82,31 @@ class FakeModelConfig:
         return dict(self.diff)
 
 
-class FakeLLM:
-    """What ``VLLMGenerator`` reads at construction: the tokenizer and the model config."""
+def params(diff: dict[str, Any], overrides: dict[str, float | int] | None, options: SamplingOptions) -> Any:
+    from engines.vllm_sampling import checked_defaults, sampling_params
 
-    errored = False
-
-    def __init__(self, diff: dict[str, Any]) -> None:
-        self.model_config = FakeModelConfig(diff)
-
-    def get_tokenizer(self) -> FakeTokenizer:
-        return FakeTokenizer()
-
-
-def generator(diff: dict[str, Any], overrides: dict[str, float | int] | None = None) -> Any:
-    from engines.vllm_engine import VLLMGenerator
-
-    return VLLMGenerator(FakeLLM(diff), generation_defaults=overrides)  # type: ignore[arg-type]
+    return sampling_params(options, checked_defaults(FakeModelConfig(diff), overrides), skip_special_tokens=True)
 
 
 def test_sampling_params_apply_the_models_defaults_under_the_request() -> None:
-    engine = generator(MODEL_FILE, {"repetition_penalty": 1.2})
-    silent = engine.sampling_params(SamplingOptions(max_tokens=8))
+    silent = params(MODEL_FILE, {"repetition_penalty": 1.2}, SamplingOptions(max_tokens=8))
     assert (silent.temperature, silent.top_k, silent.repetition_penalty, silent.max_tokens) == (1.0, 1, 1.2, 8)
-    own = engine.sampling_params(SamplingOptions(max_tokens=8, temperature=0.5, top_k=50))
+    own = params(MODEL_FILE, {"repetition_penalty": 1.2}, SamplingOptions(max_tokens=8, temperature=0.5, top_k=50))
     assert (own.temperature, own.top_k) == (0.5, 50)
 
 
 def test_a_config_override_unpins_the_models_greedy_default() -> None:
-    params = generator(MODEL_FILE, {"top_k": 50}).sampling_params(SamplingOptions(max_tokens=8))
-    assert (params.temperature, params.top_k) == (1.0, 50)
+    chosen = params(MODEL_FILE, {"top_k": 50}, SamplingOptions(max_tokens=8))
+    assert (chosen.temperature, chosen.top_k) == (1.0, 50)
 
 
 def test_n_above_one_at_a_default_temperature_of_zero_stays_greedy() -> None:
-    params = generator({"temperature": 0.0}).sampling_params(SamplingOptions(max_tokens=8, n=2))
-    assert (params.n, params.temperature, params.top_k) == (2, 1.0, 1)
+    chosen = params({"temperature": 0.0}, None, SamplingOptions(max_tokens=8, n=2))
+    assert (chosen.n, chosen.temperature, chosen.top_k) == (2, 1.0, 1)
 
 
 def test_a_default_vllm_refuses_fails_the_start() -> None:
+    from engines.vllm_sampling import checked_defaults
+
     with pytest.raises(ValueError, match="invalid generation defaults"):
-        generator({}, {"top_p": 0})
+        checked_defaults(FakeModelConfig({}), {"top_p": 0})

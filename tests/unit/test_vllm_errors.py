@@ -17,8 +17,8 @@ from vllm.sampling_params import StructuredOutputsParams
 from vllm.v1.engine.exceptions import EngineGenerateError
 from vllm.v1.structured_output.backend_xgrammar import validate_xgrammar_grammar
 
-from engines.vllm_engine import VLLMGenerator
 from engines.vllm_errors import plain, translate
+from engines.vllm_generator import VLLMGenerator
 from openai_routes.core.engine import (
     EngineBusyError,
     EngineFailedError,

@@ -68,7 +68,7 @@ def schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 def send(case: Any) -> tuple[int, str]:
     try:
-        response = case.call(headers={"Authorization": f"Bearer {KEY}"})
+        response = case.call(headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
     except Exception as exc:  # raised out of the app: a server answers it 500 (Starlette's ServerErrorMiddleware)
         return 500, f"raised {exc!r}"
     return response.status_code, response.text

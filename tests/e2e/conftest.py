@@ -1,15 +1,17 @@
 """Session fixtures: real ``bentoml serve`` servers (real vLLM engines) from ``tests.e2e.pool``, driven by the
 official ``openai`` SDK with ``max_retries=0`` and by raw HTTP.
 
-The pool is planned once collection is done (``pytest_collection_finish``), so the default server boots while the
-unit tests run; after each test the servers no later test needs are stopped and checked (a failed check is that
-test's teardown error). Tests marked ``ends_server`` run after every other test of the servers they use.
+The unit tests run first (``pytest_collection_modifyitems``) and the pool is planned once collection is done
+(``pytest_collection_finish``), so the default server boots while the unit tests run; after each test the servers no
+later test needs are stopped and checked (a failed check is that test's teardown error). Tests marked
+``ends_server`` run after every other test of the servers they use.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -46,7 +48,10 @@ def reused() -> bool:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test marked ``ends_server`` moves after the last other test that uses one of its servers."""
+    """Tests outside ``tests/e2e`` (the unit tests) run first, while the first servers boot; a test marked
+    ``ends_server`` moves after the last other test that uses one of its servers."""
+    here = Path(__file__).parent
+    items.sort(key=lambda item: here in item.path.parents)  # stable: each half keeps its order
     for ender in [item for item in items if item.get_closest_marker("ends_server")]:
         ends = specs_of(ender, SPECS)
         items.remove(ender)
@@ -55,6 +60,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
     specs = [spec for spec in SPECS if not (spec.name == "default" and reused())]
     pool = ServerPool(specs, announcer(session.config))
     session.config.stash[POOL] = pool

@@ -137,14 +137,15 @@ class ServerPool:
         while (started := self.boots.get()) is not None:
             spec = started.spec
             try:
-                if started.stopped:
-                    raise RuntimeError(f"{spec.name}: the run ended before its boot")
                 directory = started.server.log_path.parent
                 if spec.build is not None:
                     started.server.config = spec.build(directory)
                 if spec.env is not None:
                     started.server.extra_env.update(spec.env(self, directory))
-                started.server.launch()
+                with self.lock:  # never after its stop: a server launched once the run ended would outlive it
+                    if started.stopped:
+                        raise RuntimeError(f"{spec.name}: the run ended before its boot")
+                    started.server.launch()
                 started.server.wait_ready()
             except BaseException as exc:
                 started.ready.set_exception(exc)
@@ -200,7 +201,8 @@ class ServerPool:
 
     def stop(self, name: str) -> list[str]:
         started = self.started[name]
-        started.stopped = True
+        with self.lock:
+            started.stopped = True
         server, spec = started.server, started.spec
         if server.process is None:  # never launched: its boot failed before bentoml serve ran
             return []

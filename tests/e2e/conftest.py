@@ -48,15 +48,31 @@ def reused() -> bool:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests outside ``tests/e2e`` (the unit tests) run first, while the first servers boot; a test marked
-    ``ends_server`` moves after the last other test that uses one of its servers."""
+    """Tests outside ``tests/e2e`` (the unit tests) run first, while the first servers boot; then the tests of
+    each server run together; a test marked ``ends_server`` moves after the last other test that uses one of its
+    servers."""
     here = Path(__file__).parent
     items.sort(key=lambda item: here in item.path.parents)  # stable: each half keeps its order
+    group_by_server(items)
     for ender in [item for item in items if item.get_closest_marker("ends_server")]:
         ends = specs_of(ender, SPECS)
         items.remove(ender)
         users = [position for position, item in enumerate(items) if specs_of(item, SPECS) & ends]
         items.insert(max(users, default=len(items) - 1) + 1, ender)
+
+
+def group_by_server(items: list[pytest.Item]) -> None:
+    """The tests of a server other than the default one move up to its first test (modules stay in order inside):
+    the server then stops early, and at most the default server, the current one and the next are up."""
+    first: dict[str, int] = {}
+    keys = []
+    for position, item in enumerate(items):
+        own = specs_of(item, SPECS) - {"default"}
+        for name in own:
+            first.setdefault(name, position)
+        keys.append((min((first[name] for name in own), default=position), position))
+    order = sorted(range(len(items)), key=keys.__getitem__)
+    items[:] = [items[position] for position in order]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

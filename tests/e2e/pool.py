@@ -38,7 +38,7 @@ class ServerSpec:
     name: str
     fixtures: tuple[str, ...]  # a test that uses one of these fixtures (even indirectly) needs this server
     config: str = "configs/default.yaml"
-    build: Callable[[Path], str] | None = None  # writes the config into the server's directory, returns its path
+    build: Callable[[ServerPool, Server], None] | None = None  # prepares the server (its config, target) at boot
     env: Callable[[ServerPool, Path], dict[str, str]] | None = None  # extra environment, given the server's directory
     after: tuple[str, ...] = ()  # servers that must have exited before this one starts (it reopens their store)
     key_group: str = ""  # servers of one group share their API keys (a store's records belong to a key)
@@ -71,7 +71,8 @@ class ServerPool:
         self.started: dict[str, Started] = {}
         self.keys: dict[str, tuple[str, str]] = {}
         self.resources: dict[str, Any] = {}
-        self.closers: list[Callable[[], None]] = []
+        self.resource_locks: dict[str, threading.Lock] = {}
+        self.closers: list[Callable[[], object]] = []
         self.lock = threading.RLock()
         self.boots: queue.Queue[Started | None] = queue.Queue()
         self.starter = threading.Thread(target=self._boot_in_order, name="server-pool", daemon=True)
@@ -93,14 +94,16 @@ class ServerPool:
         return list(dict.fromkeys(name for needs in self.needs[start:] for name in sorted(needs)))
 
     def schedule(self) -> None:
-        """Queue the next servers to boot (in order of first use; a blocked one holds the ones after it)."""
+        """Queue the next servers to boot, in order of first use (one waiting for another's exit is passed over)."""
         with self.lock:
             live = [name for name, started in self.started.items() if not started.stopped]
             for name in self.order(self.position):
                 if name in self.started:
                     continue
-                if len(live) >= MAX_LIVE or not all(self.exited(dep) for dep in self.specs[name].after):
+                if len(live) >= MAX_LIVE:
                     return
+                if not all(self.exited(dep) for dep in self.specs[name].after):
+                    continue  # the next ones may boot meanwhile
                 self.launch(name)
                 live.append(name)
 
@@ -139,7 +142,7 @@ class ServerPool:
             try:
                 directory = started.server.log_path.parent
                 if spec.build is not None:
-                    started.server.config = spec.build(directory)
+                    spec.build(self, started.server)
                 if spec.env is not None:
                     started.server.extra_env.update(spec.env(self, directory))
                 with self.lock:  # never after its stop: a server launched once the run ended would outlive it
@@ -177,12 +180,16 @@ class ServerPool:
             except queue.Empty:
                 return
 
-    def resource(self, name: str, create: Callable[[], Any], close: Callable[[Any], None]) -> Any:
+    def resource(self, name: str, create: Callable[[], Any], close: Callable[[Any], object]) -> Any:
         """A resource the servers share (a database server), created once and closed with the pool."""
         with self.lock:
+            guard = self.resource_locks.setdefault(name, threading.Lock())
+        with guard:  # not the pool's lock: creating may take a while (a Bento build), tests go on meanwhile
             if name not in self.resources:
-                value = self.resources[name] = create()
-                self.closers.append(lambda: close(value))
+                value = create()
+                with self.lock:
+                    self.resources[name] = value
+                    self.closers.append(lambda: close(value))
             return self.resources[name]
 
     # --- stopping --------------------------------------------------------------------------------------------

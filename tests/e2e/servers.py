@@ -8,17 +8,19 @@ SIGKILL, a killed engine) is used by that test alone, or by tests that run befor
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tests.e2e.pool import ServerPool, ServerSpec
-from tests.e2e.server import ROOT
+from tests.e2e.server import BENTOML, ROOT, Server
 
 CHAT_MODEL = "smollm2-135m-instruct"
 GREEDY = {"do_sample": True, "temperature": 1.0, "top_k": 1}
 SHORT_GRACE = "tests/configs/short-grace.yaml"
+DEFAULT_CONFIG = "configs/default.yaml"
 
 
 def greedy_copy(target: Path) -> Path:
@@ -35,13 +37,43 @@ def greedy_copy(target: Path) -> Path:
     return target
 
 
-def greedy_config(directory: Path) -> str:
+def greedy_config(_pool: ServerPool, server: Server) -> None:
     """``tests/configs/generation-defaults.yaml`` serving the greedy copy from its path."""
+    directory = server.log_path.parent
     config = yaml.safe_load((ROOT / "tests" / "configs" / "generation-defaults.yaml").read_text())
     config["models"][0]["source"] = {"path": str(greedy_copy(directory / "model"))}
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    return str(path)
+    server.config = str(path)
+
+
+def bentoml_cli(*args: str, cwd: Path = ROOT) -> str:
+    result = subprocess.run([str(BENTOML), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"bentoml {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def bento_tag(pool: ServerPool) -> str:
+    """``make build`` without the Makefile (the models are in the store already), once; deleted with the pool so
+    that the store does not grow."""
+
+    def build() -> str:
+        output = bentoml_cli("build", "--arg", f"config={DEFAULT_CONFIG}", "--output", "tag")
+        tags = [line.removeprefix("__tag__:") for line in output.splitlines() if line.startswith("__tag__:")]
+        assert len(tags) == 1, output
+        return tags[0]
+
+    tag: str = pool.resource("bento", build, lambda tag: bentoml_cli("delete", "--yes", tag))
+    return tag
+
+
+def built_bento(pool: ServerPool, server: Server) -> None:
+    """The built Bento served from an empty directory, with a config the Bento does not hold: the frozen build-time
+    config must win."""
+    server.target = bento_tag(pool)
+    server.cwd = server.log_path.parent / "empty"
+    server.cwd.mkdir()
+    server.config = "configs/not-in-the-bento.yaml"
 
 
 def sqlite_store(pool: ServerPool, _directory: Path) -> dict[str, str]:
@@ -83,4 +115,5 @@ SPECS = [
     ServerSpec("replica-two", ("replicas",), config=SHORT_GRACE, env=postgres_store, key_group="store"),
     ServerSpec("orphan-worker", ("worker_victim",)),
     ServerSpec("orphan-arbiter", ("arbiter_victim",)),
+    ServerSpec("bento", ("bento_server",), build=built_bento),
 ]

@@ -1,6 +1,7 @@
 """The ``/v1`` OpenAPI schema fuzzed in-process: over 10,000 schemathesis cases against ``create_app``'s real app (its
 middleware, routers, validation and error handlers) with fake engines and a real SQLite response store, through
-schemathesis' ASGI transport. No case may get a 5xx, a ``server_error`` or FastAPI's 422 body (``tests/fuzzing.py``).
+schemathesis' ASGI transport, on two processes. No case may get a 5xx, a ``server_error`` or FastAPI's 422 body
+(``tests/fuzzing.py``).
 
 Two passes, as the real server's sample (``tests/e2e/test_hostile_input.py``): schema-wide (every operation, positive
 and negative cases, whatever model they name), then served-model cases (positive, naming the fake models, so they
@@ -9,7 +10,10 @@ reach the engines and the store).
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +54,9 @@ class WithBook:
                 return
 
 
-@pytest.fixture(scope="module")
-def schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+@contextlib.contextmanager
+def app_schema(store: Path) -> Iterator[Any]:
+    """The app's schema, loaded through schemathesis' ASGI transport (cases sent with it reach the app in-process)."""
     import schemathesis
     from schemathesis.python import asgi
 
@@ -60,10 +65,11 @@ def schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     book = ResponseBook(stale_after=660)
     generator = FakeGenerateEngine(context=1 << 20)  # a fuzzed prompt is not refused for its length alone
     app = build_app(fake_registry(generator, FakeEmbedEngine()), keyring, Limits(max_n=4, max_tokens=8), book)
-    store = Path(tmp_path_factory.mktemp("fuzz-store")) / "responses.db"
     served = WithBook(app, book, f"sqlite+aiosqlite:///{store}")
-    yield schemathesis.openapi.from_asgi("/openapi.json", served, headers={"Authorization": f"Bearer {KEY}"})
-    asgi.shutdown_lifespans()
+    try:
+        yield schemathesis.openapi.from_asgi("/openapi.json", served, headers={"Authorization": f"Bearer {KEY}"})
+    finally:
+        asgi.shutdown_lifespans()
 
 
 def send(case: Any) -> tuple[int, str]:
@@ -79,11 +85,28 @@ def name_a_served_model(case: Any) -> None:
         case.body["model"] = EMBED_MODEL if case.operation.label == "POST /embeddings" else CHAT_MODEL
 
 
+def fuzz_pass(kind: str, part: int, store: Path) -> FuzzTally:
+    """One share of the fuzz, in a process of its own: ``served``, or half (``part`` 0 or 1) of the schema-wide
+    operations, alternating in label order."""
+    tally = FuzzTally()
+    with app_schema(store) as schema:
+        if kind == "served":
+            labels = GENERATION
+            fuzz_schema(schema, SERVED_EXAMPLES, send, tally, labels=labels, negative=False, adapt=name_a_served_model)
+        else:
+            every = sorted(result.ok().label for result in schema.get_all_operations())
+            fuzz_schema(schema, SCHEMA_WIDE_EXAMPLES, send, tally, labels=tuple(every[part::2]))
+    return tally
+
+
 @pytest.mark.slow
-def test_ten_thousand_fuzzed_cases_get_no_5xx_and_no_422(schema: Any) -> None:
-    schema_wide, served = FuzzTally(), FuzzTally()
-    fuzz_schema(schema, SCHEMA_WIDE_EXAMPLES, send, schema_wide)
-    fuzz_schema(schema, SERVED_EXAMPLES, send, served, labels=GENERATION, negative=False, adapt=name_a_served_model)
+def test_ten_thousand_fuzzed_cases_get_no_5xx_and_no_422(tmp_path: Path) -> None:
+    """Three shares on two processes (the machine's two cores; hypothesis' generation is the cost)."""
+    jobs = [("wide", 0), ("wide", 1), ("served", 0)]
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as processes:
+        futures = [processes.submit(fuzz_pass, kind, part, tmp_path / f"{kind}-{part}.db") for kind, part in jobs]
+        wide_0, wide_1, served = (future.result() for future in futures)
+    schema_wide = FuzzTally(wide_0.statuses + wide_1.statuses, wide_0.failures + wide_1.failures, wide_0.seconds)
     print(f"\nin-process fuzz: schema-wide {schema_wide.summary()}; served-model {served.summary()}")
     failures = schema_wide.failures + served.failures
     assert not failures, f"{len(failures)} failing cases:\n" + "\n".join(failures[:20])

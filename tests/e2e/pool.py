@@ -3,10 +3,10 @@ stops once no test still to run needs it.
 
 At collection (``plan``) the pool reads from each selected test's fixtures which servers it needs, in the order the
 tests run. A starter thread boots them one at a time in that order while earlier tests run, with at most ``MAX_LIVE``
-servers up at once: the session's default server boots while the unit tests run, and each other server while the
-tests before it run. ``get`` waits for a server; ``release`` (after each test) stops the servers no later test needs
-and checks how they stopped: nothing left for SIGKILL, and for the default server a stop within 60 s and no line of
-the shutdown watchdog. A run with no e2e test selected starts nothing.
+servers up at once (``MAX_LIVE_ROOMY`` while memory allows): the session's default server boots while the unit
+tests run, and each other server while the tests before it run. ``get`` waits for a server; ``release`` (after each
+test) stops the servers no later test needs and checks how they stopped: nothing left for SIGKILL, and for the default
+server a stop within 60 s and no line of the shutdown watchdog. A run with no e2e test selected starts nothing.
 """
 
 from __future__ import annotations
@@ -22,12 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from openai_routes.server.lifecycle import WATCHDOG_EXIT
 from tests.e2e.server import Server, free_port, store_url
 
-MAX_LIVE = 3  # servers up (or starting) at once: the default one, the one in use, the next one
+MAX_LIVE = 3  # servers up (or starting) at once: the default one, the one in use, the next one...
+MAX_LIVE_ROOMY = 4  # ... and one more while the machine has room to spare for it (a server takes up to ~6 GB)
+ROOM = 10 * 2**30  # available memory (bytes) that counts as room to spare
 STOP_WITHIN = 60  # seconds, for the servers stopped by the pool (a test's own SIGTERM is the test's business)
 
 
@@ -100,7 +103,7 @@ class ServerPool:
             for name in self.order(self.position):
                 if name in self.started:
                     continue
-                if len(live) >= MAX_LIVE:
+                if len(live) >= (MAX_LIVE_ROOMY if psutil.virtual_memory().available > ROOM else MAX_LIVE):
                     return
                 if not all(self.exited(dep) for dep in self.specs[name].after):
                     continue  # the next ones may boot meanwhile

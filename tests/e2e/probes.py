@@ -4,21 +4,18 @@ SSE frames read off the wire, OpenAI's error envelope and the resource figures o
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import pytest
 
-from tests.e2e.server import Server, free_port, store_url
+from tests.e2e.server import Server
 
 ENGINE_GAUGE = "bento_oai_engine_requests_running"
 
@@ -36,9 +33,19 @@ def engine_running(base_url: str, model: str) -> int:
 
 def engine_running_in(text: str, model: str) -> int:
     """The engine gauge for ``model`` in the text of a ``/metrics`` answer."""
-    match = re.search(rf'^{ENGINE_GAUGE}{{model="{re.escape(model)}"}} (\S+)$', text, re.MULTILINE)
-    assert match is not None, f"{ENGINE_GAUGE} for {model} missing from /metrics"
+    return gauge_in(text, ENGINE_GAUGE, model)
+
+
+def gauge_in(text: str, name: str, model: str) -> int:
+    """The gauge ``name`` for ``model`` in the text of a ``/metrics`` answer."""
+    match = re.search(rf'^{name}{{model="{re.escape(model)}"}} (\S+)$', text, re.MULTILINE)
+    assert match is not None, f"{name} for {model} missing from /metrics"
     return int(float(match.group(1)))
+
+
+def requests_queued(base_url: str, model: str) -> int:
+    """Requests waiting in our admission queue for ``model`` (``bento_oai_requests_queued``)."""
+    return gauge_in(httpx.get(f"{base_url}/metrics", timeout=30).text, "bento_oai_requests_queued", model)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> float:
@@ -121,27 +128,6 @@ def tree_figures(server: Server) -> TreeFigures:
         except psutil.NoSuchProcess:
             continue
     return TreeFigures(processes=processes, rss_mb=rss / 2**20, threads=threads, fds=fds)
-
-
-@contextlib.contextmanager
-def own_server(
-    config: str, log_dir: Path, *, api_key: str | None = None, extra_env: dict[str, str] | None = None
-) -> Iterator[Server]:
-    """A server of its own for one test module; on the way out, no process it ever had may survive.
-
-    ``Server.stop`` also covers processes orphaned earlier (remembered from the start) and records what it
-    had to kill. Its response store is a SQLite file in ``log_dir`` unless ``extra_env`` names another
-    (``BENTO_OAI_STORE_URL``); a server restarted on the same store needs the same ``api_key`` to see its records.
-    """
-    key = api_key or f"sk-test-{secrets.token_hex(16)}"
-    env = {"BENTO_OAI_STORE_URL": store_url(log_dir), **(extra_env or {})}
-    server = Server(port=free_port(), api_key=key, log_path=log_dir / "serve.log", config=config, extra_env=env)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        assert not server.killed, f"processes of the server left running after it stopped: {server.killed}"
 
 
 LONG_STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]

@@ -3,6 +3,10 @@
 ``bentoml serve`` renames itself ``circusd`` and runs each worker in its own process group, and a worker owns
 the vLLM engine processes. So stopping means: remember the whole process tree, SIGTERM the arbiter and wait
 (engines take seconds to shut down), SIGKILL whatever is left, and check that the port is free again.
+
+Each server gets a BentoML home of its own (``bentoml_home``): a starting server empties
+``$BENTOML_HOME/prometheus_multiproc_dir``, so servers sharing the user's home would wipe each other's counters.
+The home links the user's model and Bento stores, so the same models (and built Bentos) are served.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 BENTOML = Path(sys.executable).parent / "bentoml"
+USER_BENTOML_HOME = Path(os.path.expandvars(os.environ.get("BENTOML_HOME", "~/bentoml"))).expanduser()  # as BentoML
 
 
 def free_port() -> int:
@@ -34,6 +39,17 @@ def free_port() -> int:
 def store_url(directory: Path) -> str:
     """A response store of its own in ``directory`` (SQLite), so that no test server writes into the source tree."""
     return f"sqlite+aiosqlite:///{directory / 'responses.db'}"
+
+
+def bentoml_home(directory: Path) -> Path:
+    """A BentoML home in ``directory`` whose ``models`` and ``bentos`` are the user's (linked, not copied)."""
+    home = directory / "bentoml-home"
+    home.mkdir(parents=True, exist_ok=True)
+    for store in ("models", "bentos"):
+        link = home / store
+        if not link.is_symlink():
+            link.symlink_to(USER_BENTOML_HOME / store, target_is_directory=True)
+    return home
 
 
 def port_is_free(port: int) -> bool:
@@ -107,13 +123,20 @@ class Server:
     announce: Callable[[str], None] = print  # progress lines: engine start is long, never a silent terminal
     started_tree: list[psutil.Process] = field(default_factory=list)
     killed: list[str] = field(default_factory=list)
+    launched: float = 0
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 600) -> None:
-        env = {**os.environ, "BENTO_OAI_API_KEYS": self.api_key, **self.extra_env}
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start ``bentoml serve`` (in a BentoML home of its own, beside the log) without waiting for it."""
+        home = bentoml_home(self.log_path.parent)
+        env = {**os.environ, "BENTO_OAI_API_KEYS": self.api_key, "BENTOML_HOME": str(home), **self.extra_env}
         command = [
             str(BENTOML),
             "serve",
@@ -128,28 +151,29 @@ class Server:
         self.announce(
             f"starting `bentoml serve {self.target}` ({self.config}) on port {self.port}; engines take ~1 min"
         )
-        started = time.monotonic()
+        self.launched = time.monotonic()
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 command, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        self.wait_ready(timeout)
-        self.started_tree = self.tree()
-        self.announce(f"server on port {self.port} ready in {time.monotonic() - started:.0f} s")
 
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    def wait_ready(self, timeout: float = 600) -> None:
+        deadline = self.launched + timeout
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(f"bentoml serve exited early; log tail:\n{self.log_tail()}")
             try:
                 if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
-                    return
+                    break
             except httpx.HTTPError:
                 pass
-            time.sleep(1)
-        self.stop()
-        raise RuntimeError(f"server not ready after {timeout:.0f} s; log tail:\n{self.log_tail()}")
+            time.sleep(0.5)
+        else:
+            self.stop()
+            raise RuntimeError(f"server not ready after {timeout:.0f} s; log tail:\n{self.log_tail()}")
+        if not self.started_tree:
+            self.started_tree = self.tree()
+            self.announce(f"server on port {self.port} ready in {time.monotonic() - self.launched:.0f} s")
 
     def tree(self) -> list[psutil.Process]:
         return process_tree(self.process)

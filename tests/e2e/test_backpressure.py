@@ -1,8 +1,9 @@
-"""Backpressure, request limits, hostile input, fuzzing and engine death, on a server with small limits.
+"""Backpressure, request limits and hostile input, on a server with small limits.
 
 ``tests/configs/limited.yaml`` serves the chat model only, with 2 requests in flight plus 2 queued (429 with
-``Retry-After: 2`` beyond), ``max_tokens`` <= 256, ``n`` <= 2 and 64 KiB bodies. The engine-failure test kills the
-engine, so it runs last in this module and the module's server is not reused.
+``Retry-After: 2`` beyond), ``max_tokens`` <= 256, ``n`` <= 2 and 64 KiB bodies. The same server serves the fuzz
+sample through the real engine (``test_fuzz.py``) and then has its engine killed (``test_engine_death.py``, marked
+``ends_server``: it runs after them).
 """
 
 from __future__ import annotations
@@ -11,67 +12,31 @@ import asyncio
 import collections
 import contextlib
 import json
-import signal
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import openai
-import psutil
 import pytest
 
 from tests.e2e.conftest import CHAT_MODEL
+from tests.e2e.limited import CHAT, MAX_BODY, MAX_TOKENS, long_body, long_sdk_call, sdk, short_body
 from tests.e2e.probes import (
     endless_response,
     engine_running,
     engine_running_in,
     envelope,
-    own_server,
+    requests_queued,
     wait_engine_idle,
     wait_for,
 )
-from tests.e2e.server import Server, still_alive
+from tests.e2e.server import Server
 
-LIMITED_CONFIG = "tests/configs/limited.yaml"
-MAX_BODY = 65536
 RETRY_AFTER = "2"
 ADMITTED = 4  # max_in_flight 2 + max_queued 2
-MAX_TOKENS = 256  # the config's cap: an admitted request generates for seconds, so saturation outlasts the probes
-CHAT = "/v1/chat/completions"
-MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
-
-
-@pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with own_server(LIMITED_CONFIG, tmp_path_factory.mktemp("limited")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def limited_http(limited: Server) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {limited.api_key}"}
-    with httpx.Client(base_url=limited.base_url, headers=headers, timeout=120) as session:
-        yield session
-
-
-def sdk(server: Server, timeout: float = 120) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0, timeout=timeout)
-
-
-def long_body() -> dict[str, Any]:
-    return {"model": CHAT_MODEL, "messages": MESSAGES, "max_tokens": MAX_TOKENS, "ignore_eos": True}
-
-
-def long_sdk_call() -> dict[str, Any]:
-    """``long_body`` as SDK arguments (it refuses unknown keywords: vLLM's ``ignore_eos`` goes in ``extra_body``)."""
-    return {"model": CHAT_MODEL, "messages": MESSAGES, "max_tokens": MAX_TOKENS, "extra_body": {"ignore_eos": True}}
-
-
-def short_body(**fields: Any) -> dict[str, Any]:
-    return {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4, **fields}
 
 
 # --- admission control ---------------------------------------------------------------------------------------
@@ -191,7 +156,7 @@ async def test_admission_counts_engine_sequences_not_requests(limited: Server) -
         running = asyncio.create_task(session.post("/v1/completions", json=completion))
         await asyncio.to_thread(wait_for, lambda: engine_running(limited.base_url, CHAT_MODEL) == 2, 30, "2 running")
         queued = asyncio.create_task(session.post(CHAT, json={**long_body(), "n": 2}))
-        await asyncio.sleep(0.5)
+        await asyncio.to_thread(wait_for, lambda: requests_queued(limited.base_url, CHAT_MODEL) == 1, 30, "queued")
         refused = await session.post(CHAT, json=short_body())
         held = engine_running(limited.base_url, CHAT_MODEL)
         results = await asyncio.gather(running, queued)
@@ -294,210 +259,3 @@ def test_limits_raise_bad_request_error_in_the_sdk(limited: Server) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         sdk(limited).chat.completions.create(**short_body(n=3))
     assert info.value.param == "n"
-
-
-# --- hostile bodies ------------------------------------------------------------------------------------------
-
-
-def raw_chat(rest: bytes) -> bytes:
-    """A chat body for the served model, written by hand from its second member on (``rest``)."""
-    return b'{"model":"' + CHAT_MODEL.encode() + b'",' + rest
-
-
-def saying(content: bytes) -> bytes:
-    return b'"messages":[{"role":"user","content":"' + content + b'"}],"max_tokens":2}'
-
-
-JSON = "application/json"
-HOSTILE: dict[str, tuple[bytes, str]] = {
-    "malformed": (raw_chat(b'"messages":[{"role":'), JSON),
-    "nan": (raw_chat(saying(b"hi")[:-1] + b',"temperature":NaN}'), JSON),
-    "infinity": (raw_chat(saying(b"hi")[:-1] + b',"top_p":-Infinity}'), JSON),
-    "deep-nesting": (raw_chat(b'"messages":' + b"[" * 10000 + b"]" * 10000 + b"}"), JSON),
-    "huge-integer": (raw_chat(saying(b"hi")[:-1] + b',"seed":' + b"9" * 5000 + b"}"), JSON),
-    "huge-max-tokens": (
-        raw_chat(b'"messages":[{"role":"user","content":"hi"}],"max_tokens":' + b"9" * 5000 + b"}"),
-        JSON,
-    ),
-    "lone-surrogate": (raw_chat(saying(b"hi \\ud800")), JSON),
-    "invalid-utf8": (raw_chat(saying(b"\xff\xfe")), JSON),
-    "text-plain": (json.dumps(short_body()).encode(), "text/plain"),
-    "empty": (b"", JSON),
-    "array": (b"[" + json.dumps(short_body()).encode() + b"]", JSON),
-    "null": (b"null", JSON),
-}
-
-
-@pytest.mark.parametrize("name", list(HOSTILE))
-def test_hostile_body_is_a_4xx_openai_error(limited_http: httpx.Client, name: str) -> None:
-    raw, content_type = HOSTILE[name]
-    response = limited_http.post(CHAT, content=raw, headers={"Content-Type": content_type})
-    assert 400 <= response.status_code < 500, (response.status_code, response.text)
-    error = envelope(response, response.status_code)
-    assert error["type"] == "invalid_request_error"
-
-
-def test_server_is_healthy_after_hostile_input(limited: Server) -> None:
-    assert httpx.get(f"{limited.base_url}/readyz", timeout=30).status_code == 200
-    reply = sdk(limited).chat.completions.create(**short_body())
-    assert reply.choices[0].finish_reason in ("stop", "length")
-
-
-# --- fuzzing the OpenAPI schema ------------------------------------------------------------------------------
-
-FUZZ_EXAMPLES = 400  # per operation and generation mode (GET /v1/models takes no input: one case)
-SERVED_EXAMPLES = 300  # per generation endpoint, with the served model and a tiny completion
-
-
-@dataclass
-class FuzzTally:
-    """What the fuzzer sent and got: counts by status, and every case that got a 5xx or a server-error frame."""
-
-    served_model: bool
-    statuses: collections.Counter[int] = field(default_factory=collections.Counter)
-    failures: list[str] = field(default_factory=list)
-    seconds: float = 0
-
-    @property
-    def cases(self) -> int:
-        return sum(self.statuses.values())
-
-    def record(self, label: str, body: Any, status: int, text: str) -> None:
-        self.statuses[status] += 1
-        if status >= 500 or '"server_error"' in text:
-            self.failures.append(f"{label} -> {status} {text[:300]} for {json.dumps(body, default=str)[:500]}")
-
-
-def fuzz_operation(operation: Any, mode: Any, examples: int, server: Server, session: Any, tally: FuzzTally) -> None:
-    """``examples`` generated cases of one operation, sent one by one; with ``tally.served_model`` the cases
-    name the real model and ask for at most 4 tokens, so that they reach the engine."""
-    import requests
-    from hypothesis import HealthCheck, Phase, given, settings
-
-    headers = {"Authorization": f"Bearer {server.api_key}"}
-
-    @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
-    def run(case: Any) -> None:
-        if tally.served_model and isinstance(case.body, dict):
-            case.body["model"] = CHAT_MODEL
-            for name in ("max_tokens", "max_completion_tokens"):
-                if isinstance(case.body.get(name), int):
-                    case.body[name] = min(case.body[name], 4)
-            case.body.setdefault("max_tokens", 4)
-        try:
-            response = case.call(base_url=f"{server.base_url}/v1", session=session, headers=headers, timeout=60)
-        except requests.RequestException as exc:  # a hang or a dropped connection is a failure too
-            tally.record(operation.label, case.body, 599, repr(exc))
-            return
-        tally.record(operation.label, case.body, response.status_code, response.text)
-
-    run()
-
-
-def fuzz(server: Server, tally: FuzzTally) -> None:
-    """schemathesis' cases for every ``/v1`` operation of the served OpenAPI schema, positive and negative
-    (operations without a body, GET, DELETE and cancel: positive only); for ``served_model``, positive
-    generation cases only."""
-    import requests
-    import schemathesis
-    from schemathesis import GenerationMode
-    from schemathesis.core.result import Ok
-
-    headers = {"Authorization": f"Bearer {server.api_key}"}
-    schema = schemathesis.openapi.from_url(f"{server.base_url}/v1/openapi.json", headers=headers, timeout=60)
-    started = time.monotonic()
-    with requests.Session() as session:
-        for result in schema.get_all_operations():
-            assert isinstance(result, Ok), result.err()
-            operation = result.ok()
-            if tally.served_model:
-                if operation.label in ("POST /chat/completions", "POST /completions"):
-                    fuzz_operation(operation, GenerationMode.POSITIVE, SERVED_EXAMPLES, server, session, tally)
-                continue
-            # Negative cases need something to break: a body (a string path id has no invalid value to generate).
-            modes = list(GenerationMode) if len(operation.body) else [GenerationMode.POSITIVE]
-            for mode in modes:
-                fuzz_operation(operation, mode, FUZZ_EXAMPLES, server, session, tally)
-    tally.seconds = time.monotonic() - started
-
-
-@pytest.mark.slow
-def test_fuzzing_the_v1_schema_never_gets_a_5xx(limited: Server) -> None:
-    schema_wide, served = FuzzTally(served_model=False), FuzzTally(served_model=True)
-    fuzz(limited, schema_wide)
-    fuzz(limited, served)
-    print(
-        f"\nfuzz: {schema_wide.cases} schema-wide cases {dict(schema_wide.statuses)} in {schema_wide.seconds:.0f} s; "
-        f"{served.cases} served-model cases {dict(served.statuses)} in {served.seconds:.0f} s; "
-        f"5xx/server errors: {len(schema_wide.failures) + len(served.failures)}"
-    )
-    assert schema_wide.cases + served.cases >= 2000
-    assert served.statuses[200] > 0, "no fuzz case reached the engine"
-    assert not schema_wide.failures + served.failures, "\n".join((schema_wide.failures + served.failures)[:20])
-    assert httpx.get(f"{limited.base_url}/readyz", timeout=30).status_code == 200
-    wait_engine_idle(limited, CHAT_MODEL, timeout=30)
-
-
-# --- engine failure (last: it kills the engine) --------------------------------------------------------------
-
-
-def engine_core(server: Server) -> psutil.Process:
-    cores = [p for p in server.tree() if "EngineCore" in p.name() or "EngineCore" in " ".join(p.cmdline())]
-    assert len(cores) == 1, f"EngineCore processes under the server: {cores}"
-    return cores[0]
-
-
-def status_of(url: str) -> int:
-    try:
-        return httpx.get(url, timeout=10).status_code
-    except httpx.HTTPError:
-        return 0
-
-
-@pytest.mark.slow
-def test_engine_death_ends_streams_and_turns_the_service_unavailable(
-    limited: Server, limited_http: httpx.Client
-) -> None:
-    wait_engine_idle(limited, CHAT_MODEL, timeout=30)
-    core = engine_core(limited)
-    children = core.children(recursive=True)  # the engine's workers: orphaned when it dies
-    stream = sdk(limited, timeout=60).chat.completions.create(**long_sdk_call(), stream=True)
-    chunks = iter(stream)
-    assert next(chunks).choices[0].delta.role == "assistant"
-    killed = time.monotonic()
-    core.send_signal(signal.SIGKILL)
-    with pytest.raises(openai.APIError) as info:
-        for _ in chunks:
-            pass
-    stream_ended = time.monotonic() - killed
-    assert not isinstance(info.value, openai.APIConnectionError), "the stream broke instead of ending with an error"
-    assert isinstance(info.value.body, dict) and info.value.body["type"] == "server_error", info.value.body
-    for path in ("/readyz", "/livez"):
-        url = f"{limited.base_url}{path}"
-        wait_for(lambda url=url: status_of(url) == 503, 30, f"{path} answers 503")  # type: ignore[misc]
-    started = time.monotonic()
-    error = envelope(limited_http.post(CHAT, json=short_body()), 503)
-    refused_in = time.monotonic() - started
-    assert error["type"] == "server_error"
-    assert int(limited_http.post(CHAT, json=short_body()).headers["retry-after"]) > 0
-    with pytest.raises(openai.InternalServerError):
-        sdk(limited, timeout=30).chat.completions.create(**short_body())
-    _, orphans = psutil.wait_procs([core, *children], timeout=60)
-    engine_gone = time.monotonic() - killed
-    stopped_in = limited.stop()
-    print(
-        f"\nengine death: stream ended {stream_ended:.1f} s after the kill; a new request refused in "
-        f"{refused_in:.2f} s; engine processes gone {engine_gone:.0f} s after the kill; server stopped in "
-        f"{stopped_in:.0f} s"
-    )
-    assert stream_ended < 30
-    assert refused_in < 5
-    assert not still_alive(orphans), f"engine processes outlived their EngineCore: {orphans}"
-    assert stopped_in < 60, "SIGTERM did not end a server whose engine had died"

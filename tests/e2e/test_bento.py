@@ -1,13 +1,11 @@
 """The Bento that ``make build`` produces: what it carries, the Dockerfile ``bentoml containerize`` would build
 (no Docker here, so the build context is checked instead of built), and ``bentoml serve <tag>`` answering a chat
-request from outside the source tree. The Bento is deleted at the end so the store does not grow.
+request from outside the source tree. The Bento is built once by the pool (``tests.e2e.servers.bento_tag``), which
+boots its server ahead and deletes the Bento at the end so the store does not grow.
 """
 
 from __future__ import annotations
 
-import secrets
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import bentoml
@@ -15,7 +13,10 @@ import openai
 import pytest
 import yaml
 
-from tests.e2e.server import BENTOML, ROOT, Server, free_port
+from tests.e2e import servers
+from tests.e2e.pool import ServerPool
+from tests.e2e.server import ROOT, Server
+from tests.e2e.servers import bentoml_cli
 
 pytestmark = pytest.mark.slow
 
@@ -24,22 +25,9 @@ CHAT_MODEL = "smollm2-135m-instruct"
 STORE_MODELS = ("smollm2-135m-instruct", "all-minilm-l6-v2")  # the default config's `bentoml:` sources
 
 
-def bentoml_cli(*args: str, cwd: Path = ROOT) -> str:
-    result = subprocess.run([str(BENTOML), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"bentoml {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
-def bento_tag() -> Iterator[str]:
-    """``make build`` without the Makefile: the models are in the store already (``make test`` imports them)."""
-    output = bentoml_cli("build", "--arg", f"config={CONFIG}", "--output", "tag")
-    tags = [line.removeprefix("__tag__:") for line in output.splitlines() if line.startswith("__tag__:")]
-    assert len(tags) == 1, output
-    try:
-        yield tags[0]
-    finally:
-        bentoml_cli("delete", "--yes", tags[0])
+def bento_tag(pool: ServerPool) -> str:
+    return servers.bento_tag(pool)
 
 
 @pytest.fixture(scope="module")
@@ -105,28 +93,25 @@ def test_container_build_context_includes_the_model_files(bento_tag: str) -> Non
             assert any(path.suffix == ".safetensors" for path in expected), name
 
 
-def test_built_bento_serves_a_chat_request(bento_tag: str, tmp_path: Path) -> None:
-    # Served from an empty directory, with a config the Bento does not hold: the frozen build-time config wins.
-    server = Server(
-        port=free_port(),
-        api_key=f"sk-test-{secrets.token_hex(16)}",
-        log_path=tmp_path / "serve.log",
-        config="configs/not-in-the-bento.yaml",
-        target=bento_tag,
-        cwd=tmp_path,
+def test_built_bento_serves_a_chat_request(bento_server: Server, bento_tag: str) -> None:
+    assert bento_server.target == bento_tag and bento_server.cwd.is_dir() and not any(bento_server.cwd.iterdir())
+    client = openai.OpenAI(
+        base_url=f"{bento_server.base_url}/v1", api_key=bento_server.api_key, max_retries=0, timeout=120
     )
-    server.start()
-    try:
-        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0, timeout=120)
-        assert {model.id for model in client.models.list()} >= {CHAT_MODEL, "all-minilm-l6-v2"}
-        reply = client.chat.completions.create(
-            model=CHAT_MODEL,
-            messages=[{"role": "user", "content": "What is the capital of France?"}],
-            max_tokens=16,
-            temperature=0,
-        )
-        assert reply.model == CHAT_MODEL
-        assert reply.choices[0].message.content
-        assert reply.usage is not None and reply.usage.completion_tokens > 0
-    finally:
-        server.stop()
+    assert {model.id for model in client.models.list()} >= {CHAT_MODEL, "all-minilm-l6-v2"}
+    reply = client.chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=16,
+        temperature=0,
+    )
+    assert reply.model == CHAT_MODEL
+    assert reply.choices[0].message.content
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+
+@pytest.fixture
+def bento_server(pool: ServerPool) -> Server:
+    """``bentoml serve <tag>`` from an empty directory, with a config the Bento does not hold
+    (``tests.e2e.servers.built_bento``): the frozen build-time config wins."""
+    return pool.get("bento")

@@ -15,17 +15,16 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.e2e.conftest import CHAT_MODEL
+from tests.e2e.pool import ServerPool
 from tests.e2e.probes import (
     endless_body,
     envelope,
     error_frames,
-    own_server,
     sse_payloads,
     wait_engine_idle,
 )
 from tests.e2e.server import Server
 
-DEADLINE_CONFIG = "tests/configs/short-deadline.yaml"
 DEADLINE = 6.0
 CHAT = "/v1/chat/completions"
 MESSAGES: list[ChatCompletionMessageParam] = [
@@ -34,9 +33,8 @@ MESSAGES: list[ChatCompletionMessageParam] = [
 
 
 @pytest.fixture(scope="module")
-def deadline_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with own_server(DEADLINE_CONFIG, tmp_path_factory.mktemp("short-deadline")) as server:
-        yield server
+def deadline_server(pool: ServerPool) -> Server:
+    return pool.get("deadline")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,7 +15,8 @@ import openai
 import pytest
 
 from tests.e2e.conftest import CHAT_MODEL
-from tests.e2e.probes import envelope, own_server, wait_engine_idle
+from tests.e2e.pool import ServerPool
+from tests.e2e.probes import envelope, wait_engine_idle
 from tests.e2e.server import Server
 
 CHAT = "/v1/chat/completions"
@@ -85,9 +85,9 @@ def test_the_sdk_raises_bad_request_for_an_uncompilable_schema(client: openai.Op
 
 
 @pytest.fixture(scope="module")
-def engine_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with own_server("tests/configs/engine-queue.yaml", tmp_path_factory.mktemp("engine-queue")) as server:
-        yield server
+def engine_queue(pool: ServerPool) -> Server:
+    """``tests/configs/queue-and-hermes.yaml``: the chat model with vLLM's queue of 2 (shared with test_hermes)."""
+    return pool.get("queue-and-hermes")
 
 
 @pytest.mark.slow

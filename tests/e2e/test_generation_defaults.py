@@ -2,54 +2,30 @@
 
 The server of this module serves a copy of the default chat model whose ``generation_config.json`` is greedy
 (``top_k: 1`` at ``temperature: 1.0``): the copy links the store's files and writes its own generation config,
-and the config (``tests/configs/generation-defaults.yaml``) is rewritten to serve it from that path. Requests
-that set nothing answer as at temperature 0; a request that sets ``top_k`` itself samples.
+and the config (``tests/configs/generation-defaults.yaml``) is rewritten to serve it from that path
+(``tests.e2e.servers.greedy_config``; the playground's no-key test shares it). Requests that set nothing answer as at
+temperature 0; a request that sets ``top_k`` itself samples.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-import yaml
 
 from tests.e2e.conftest import CHAT_MODEL
-from tests.e2e.probes import own_server, server_log
-from tests.e2e.server import ROOT, Server
+from tests.e2e.pool import ServerPool
+from tests.e2e.probes import server_log
+from tests.e2e.server import Server
 
-TEMPLATE = ROOT / "tests" / "configs" / "generation-defaults.yaml"
-GREEDY = {"do_sample": True, "temperature": 1.0, "top_k": 1}
 MESSAGES: list[Any] = [{"role": "user", "content": "Write a short poem about the sea."}]
 PROMPT = "Once upon a time, in a small village by the sea,"
 
 
-def greedy_copy(target: Path) -> Path:
-    """The store's chat model with a greedy ``generation_config.json`` (weights linked, not copied)."""
-    import bentoml
-
-    source = Path(bentoml.models.get(CHAT_MODEL).path)
-    target.mkdir()
-    for file in source.iterdir():
-        if file.name != "generation_config.json":
-            (target / file.name).symlink_to(file)
-    generation = json.loads((source / "generation_config.json").read_text())
-    (target / "generation_config.json").write_text(json.dumps({**generation, **GREEDY}, indent=2))
-    return target
-
-
 @pytest.fixture(scope="module")
-def greedy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    workdir = tmp_path_factory.mktemp("generation-defaults")
-    config = yaml.safe_load(TEMPLATE.read_text())
-    config["models"][0]["source"] = {"path": str(greedy_copy(workdir / "model"))}
-    config_path = workdir / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    with own_server(str(config_path), workdir) as server:
-        yield server
+def greedy_server(pool: ServerPool) -> Server:
+    return pool.get("greedy-open")
 
 
 @pytest.fixture(scope="module")

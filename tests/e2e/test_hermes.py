@@ -1,17 +1,16 @@
 """The native tool-parser path on CPU: the default weights served as ``smollm2-hermes`` with the Hermes-style
-template from ``configs/templates`` and vLLM's ``hermes`` parser (``tests/configs/hermes.yaml``)."""
+template from ``configs/templates`` and vLLM's ``hermes`` parser (``tests/configs/queue-and-hermes.yaml``, whose
+other model is test_engine_errors' queue-overflow engine)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 
-from tests.e2e.probes import own_server
-from tests.e2e.server import Server
+from tests.e2e.pool import ServerPool
 
 MODEL = "smollm2-hermes"
 WEATHER: Any = {
@@ -26,10 +25,9 @@ ASK: Any = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 @pytest.fixture(scope="module")
-def hermes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
-    server: Server
-    with own_server("tests/configs/hermes.yaml", tmp_path_factory.mktemp("hermes")) as server:
-        yield openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0, timeout=120)
+def hermes(pool: ServerPool) -> openai.OpenAI:
+    server = pool.get("queue-and-hermes")
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0, timeout=120)
 
 
 def test_the_configured_template_renders_the_tools(hermes: openai.OpenAI) -> None:

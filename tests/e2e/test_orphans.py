@@ -5,27 +5,27 @@ which owns vLLM's engine processes (``VLLM::EngineCore`` and its ``VLLM::Worker`
 ``configs/default.yaml``). The OOM killer or a supervisor's timeout can SIGKILL either:
 
 - the worker: its engine processes must be gone within 20 s (circus then starts a new worker, with new engines);
-- the arbiter: the worker and its engines must be gone within 20 s, and a new server binds the same port.
+- the arbiter: the worker and its engines must be gone within 20 s, and the port is free for a new server (bound
+  here as uvicorn binds it: nothing of the old server holds it).
 
-Each test remembers every process it saw and kills the survivors by pid, whether it passed or not.
+Each test has a server of its own from the pool (``tests.e2e.servers``: booted ahead, stopped and checked after the
+test), remembers every process it saw and kills the survivors by pid, whether it passed or not.
 """
 
 from __future__ import annotations
 
 import contextlib
-import secrets
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
+from tests.e2e.pool import ServerPool
 from tests.e2e.probes import wait_for
-from tests.e2e.server import Server, free_port, still_alive
+from tests.e2e.server import Server, port_is_free, still_alive
 
-CONFIG = "configs/default.yaml"
 MODELS = 2  # chat and embeddings: an EngineCore and a Worker each
 WORKER_MODULE = "_bentoml_impl.worker.service"
 WITHIN = 20  # seconds: the bound the issue sets
@@ -59,16 +59,17 @@ def killed_at_the_end(processes: list[psutil.Process]) -> Iterator[None]:
         psutil.wait_procs(processes, timeout=10)
 
 
-@contextlib.contextmanager
-def serving(log_dir: Path, port: int | None = None) -> Iterator[Server]:
-    """A server of the default config, stopped on the way out (a stop after a kill returns at once)."""
-    key = f"sk-test-{secrets.token_hex(16)}"
-    server = Server(port=port or free_port(), api_key=key, log_path=log_dir / "serve.log", config=CONFIG)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+@pytest.fixture
+def worker_victim(pool: ServerPool) -> Server:
+    """A server of the default config whose worker the test kills; the pool stops it after the test and checks that
+    no process of the new worker needed SIGKILL."""
+    return pool.get("orphan-worker")
+
+
+@pytest.fixture
+def arbiter_victim(pool: ServerPool) -> Server:
+    """A server of the default config whose arbiter the test kills (the pool's stop after it returns at once)."""
+    return pool.get("orphan-arbiter")
 
 
 def ready(server: Server) -> bool:
@@ -79,39 +80,33 @@ def ready(server: Server) -> bool:
 
 
 @pytest.mark.slow
-def test_sigkill_of_the_worker_takes_its_engine_processes_along(tmp_path: Path) -> None:
-    with serving(tmp_path) as server:
-        [worker] = workers_of(server)
-        processes = [p for p in server.tree() if p.pid != worker.ppid()]  # all but the arbiter
-        engines = engine_processes(processes)
-        assert len(engines) == 2 * MODELS, f"engine processes: {engines}"
-        with killed_at_the_end(processes):
-            worker.send_signal(signal.SIGKILL)
-            _, alive = psutil.wait_procs(processes, timeout=WITHIN)
-            left = [f"{p.pid} {command_line(p)}" for p in still_alive(alive)]
-            print(f"\nworker SIGKILL: {len(processes)} processes, {len(left)} left after {WITHIN} s: {left}")
-            assert not left, f"still running {WITHIN} s after the worker's SIGKILL: {left}"
-        # circus starts a new worker with new engines: let it come up, so that the server stops cleanly.
-        wait_for(lambda: ready(server) and worker not in workers_of(server), 600, "a new worker ready", 2)
-    assert not server.killed, f"processes of the new worker left running after it stopped: {server.killed}"
+def test_sigkill_of_the_worker_takes_its_engine_processes_along(worker_victim: Server) -> None:
+    server = worker_victim
+    [worker] = workers_of(server)
+    processes = [p for p in server.tree() if p.pid != worker.ppid()]  # all but the arbiter
+    engines = engine_processes(processes)
+    assert len(engines) == 2 * MODELS, f"engine processes: {engines}"
+    with killed_at_the_end(processes):
+        worker.send_signal(signal.SIGKILL)
+        _, alive = psutil.wait_procs(processes, timeout=WITHIN)
+        left = [f"{p.pid} {command_line(p)}" for p in still_alive(alive)]
+        print(f"\nworker SIGKILL: {len(processes)} processes, {len(left)} left after {WITHIN} s: {left}")
+        assert not left, f"still running {WITHIN} s after the worker's SIGKILL: {left}"
+    # circus starts a new worker with new engines: let it come up, so that the server stops cleanly.
+    wait_for(lambda: ready(server) and worker not in workers_of(server), 600, "a new worker ready", 2)
 
 
 @pytest.mark.slow
-def test_sigkill_of_the_arbiter_takes_the_worker_and_its_engines_along(tmp_path: Path) -> None:
-    for name in ("first", "second"):
-        (tmp_path / name).mkdir()
-    with serving(tmp_path / "first") as server:
-        assert server.process is not None
-        processes = [p for p in server.tree() if p.pid != server.process.pid]
-        assert len(engine_processes(processes)) == 2 * MODELS, processes
-        with killed_at_the_end(processes):
-            server.process.send_signal(signal.SIGKILL)
-            server.process.wait(10)
-            _, alive = psutil.wait_procs(processes, timeout=WITHIN)
-            left = [f"{p.pid} {command_line(p)}" for p in still_alive(alive)]
-            print(f"\narbiter SIGKILL: {len(processes)} processes, {len(left)} left after {WITHIN} s: {left}")
-            assert not left, f"still running {WITHIN} s after the arbiter's SIGKILL: {left}"
-    with serving(tmp_path / "second", port=server.port) as fresh:  # it could not bind if the old worker held it
-        models = httpx.get(f"{fresh.base_url}/v1/models", headers={"Authorization": f"Bearer {fresh.api_key}"})
-        assert models.status_code == 200, models.text
-    assert not fresh.killed, f"processes left running after SIGTERM: {fresh.killed}"
+def test_sigkill_of_the_arbiter_takes_the_worker_and_its_engines_along(arbiter_victim: Server) -> None:
+    server = arbiter_victim
+    assert server.process is not None
+    processes = [p for p in server.tree() if p.pid != server.process.pid]
+    assert len(engine_processes(processes)) == 2 * MODELS, processes
+    with killed_at_the_end(processes):
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(10)
+        _, alive = psutil.wait_procs(processes, timeout=WITHIN)
+        left = [f"{p.pid} {command_line(p)}" for p in still_alive(alive)]
+        print(f"\narbiter SIGKILL: {len(processes)} processes, {len(left)} left after {WITHIN} s: {left}")
+        assert not left, f"still running {WITHIN} s after the arbiter's SIGKILL: {left}"
+    assert port_is_free(server.port), f"port {server.port} still held after the arbiter's SIGKILL"

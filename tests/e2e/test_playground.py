@@ -4,7 +4,8 @@ Each visit records every request the page makes and must end with none outside t
 the key and keeps it in session storage only; the answer grows over several animation frames and shows the
 figures the server's own usage gives (checked against ``/tokenize``); Stop brings the engine's own running count
 back to 0; a wrong key shows the server's 401 message; the Code tab's Python and curl run as they are shown. A
-second server with ``auth.mode: disabled`` serves the same page, which then asks for no key.
+second server with ``auth.mode: disabled`` (the generation-defaults tests' server) serves the same page, which then
+asks for no key.
 
 ``BENTO_OAI_PLAYGROUND_SCREENSHOT=docs/playground.png`` makes the conversation test write the README's picture.
 """
@@ -24,12 +25,12 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
 
 from tests.e2e.conftest import CHAT_MODEL
-from tests.e2e.probes import engine_running, own_server, wait_engine_idle, wait_for
-from tests.e2e.server import ROOT, Server
+from tests.e2e.pool import ServerPool
+from tests.e2e.probes import engine_running, wait_engine_idle, wait_for
+from tests.e2e.server import Server
 
 QUESTION = "What is the capital of France?"
 # What the probe used (env/machines/python.md): without the background-networking flags Chromium keeps trying
@@ -150,17 +151,10 @@ def prompt_tokens(http: httpx.Client, messages: list[dict[str, str]]) -> int:
 
 
 @pytest.fixture
-def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The default chat model alone, with ``auth.mode: disabled``: for one test, and first in the module, so that
-    it has stopped before the session's server starts (run alone, this module never has two servers at once)."""
-    workdir = tmp_path_factory.mktemp("playground-open")
-    config = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
-    config["models"] = [model for model in config["models"] if model["id"] == CHAT_MODEL]
-    config["auth"] = {"mode": "disabled"}
-    config_path = workdir / "open.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    with own_server(str(config_path), workdir) as server:
-        yield server
+def open_server(pool: ServerPool) -> Server:
+    """The chat model alone (and its alias), with ``auth.mode: disabled``: the greedy copy of
+    test_generation_defaults, whose server this test shares (``tests/configs/generation-defaults.yaml``)."""
+    return pool.get("greedy-open")
 
 
 @pytest.mark.slow

@@ -4,24 +4,26 @@
   were, their chains continue, a deletion stays deleted, and a background response still running at the
   shutdown reads ``failed``. The stream cut by the end of the grace ends with a Responses ``error`` event.
 - A SIGKILL of the whole server (arbiter, worker group, engine processes) while many short stored responses
-  are being written: the file is intact, and a new server on it reads every response whose POST returned 200.
+  are being written: the file is intact, and the store's own code (``openai_routes.store``, what a new server would
+  open) reads every response whose POST returned 200 as it was answered (that a restarted server serves what its
+  predecessor stored is the graceful restart's proof).
 - Two servers on one real PostgreSQL (pgserver, started here in a temporary directory): what one writes, the
   other reads, lists, chains on, polls, cancels and deletes; another key sees none of it on either.
 
 ``tests/configs/short-grace.yaml`` serves the chat model alone (one engine starts faster than the default
-config's two) with a 3-second grace. Each start costs about a minute: five in all, never more than two at once.
+config's two) with a 3-second grace. Four servers (``tests.e2e.servers``): the first two one after the other on one
+SQLite file, the replicas booted ahead by the pool.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
-import secrets
 import signal
 import sqlite3
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,19 +32,20 @@ import httpx
 import psutil
 import pytest
 
+from openai_routes.store import ResponseStore
+from tests.e2e import servers
 from tests.e2e.conftest import CHAT_MODEL
+from tests.e2e.pool import ServerPool
 from tests.e2e.probes import (
     endless_response,
     engine_running,
     envelope,
-    own_server,
     response_events,
     wait_engine_idle,
     wait_for,
 )
 from tests.e2e.server import Server, still_alive
 
-CONFIG = "tests/configs/short-grace.yaml"
 RESPONSES = "/v1/responses"
 WORKER_MODULE = "_bentoml_impl.worker.service"
 ABORT_WITHIN = 10
@@ -97,19 +100,15 @@ def poll(http: httpx.Client, response_id: str, timeout: float = 120) -> dict[str
 
 
 @pytest.fixture(scope="module")
-def key() -> str:
+def key(pool: ServerPool) -> str:
     """One key for every server of the module: stored responses belong to it, across restarts."""
-    return f"sk-test-{secrets.token_hex(16)}"
+    return pool.key("store")[0]
 
 
 @pytest.fixture(scope="module")
-def sqlite_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sqlite_dir(pool: ServerPool) -> Path:
     """Where the SQLite store lives for the restart and kill tests (each server logs in a directory of its own)."""
-    return Path(tmp_path_factory.mktemp("sqlite-store"))
-
-
-def sqlite_env(directory: Path) -> dict[str, str]:
-    return {"BENTO_OAI_STORE_URL": f"sqlite+aiosqlite:///{directory / 'responses.db'}"}
+    return servers.sqlite_dir(pool)
 
 
 # --- a graceful restart ------------------------------------------------------------------------------------
@@ -152,8 +151,9 @@ class FirstLife:
 
 
 @pytest.fixture(scope="module")
-def first_life(tmp_path_factory: pytest.TempPathFactory, key: str, sqlite_dir: Path) -> FirstLife:
-    with own_server(CONFIG, tmp_path_factory.mktemp("first"), api_key=key, extra_env=sqlite_env(sqlite_dir)) as srv:
+def first_life(pool: ServerPool) -> FirstLife:
+    srv = pool.get("store-first")
+    try:
         with session(srv) as http:
             items = [
                 {"role": "user", "content": "Hello!"},
@@ -171,17 +171,17 @@ def first_life(tmp_path_factory: pytest.TempPathFactory, key: str, sqlite_dir: P
         thread.start()
         assert stream.started.wait(60) and stream.failure is None, stream.failure
         assert engine_running(srv.base_url, CHAT_MODEL) == 2  # the background run and the stream, both running
-    thread.join(30)  # leaving the block stopped the server: SIGTERM, then the tree's exit
+    finally:
+        srv.stop()  # SIGTERM, then the tree's exit
+    assert not srv.killed, f"processes of the server left running after it stopped: {srv.killed}"
+    thread.join(30)
     return FirstLife(stored, chained, input_items, deleted_id, background["id"], stream)
 
 
 @pytest.fixture(scope="module")
-def second_life(
-    tmp_path_factory: pytest.TempPathFactory, key: str, sqlite_dir: Path, first_life: FirstLife
-) -> Iterator[Server]:
+def second_life(pool: ServerPool, first_life: FirstLife) -> Server:
     """A new server on the first one's SQLite file (the kill test ends it)."""
-    with own_server(CONFIG, tmp_path_factory.mktemp("second"), api_key=key, extra_env=sqlite_env(sqlite_dir)) as srv:
-        yield srv
+    return pool.get("store-second")
 
 
 def test_a_stream_cut_by_the_end_of_the_grace_ends_with_an_error_event(first_life: FirstLife) -> None:
@@ -274,7 +274,7 @@ def kill_everything(server: Server) -> list[psutil.Process]:
 
 
 async def test_sigkill_while_writing_leaves_every_answered_response_readable(
-    second_life: Server, key: str, sqlite_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    second_life: Server, key: str, sqlite_dir: Path
 ) -> None:
     answered: list[dict[str, Any]] = []
     stop = asyncio.Event()
@@ -291,18 +291,17 @@ async def test_sigkill_while_writing_leaves_every_answered_response_readable(
     database = sqlite_dir / "responses.db"
     with contextlib.closing(sqlite3.connect(database)) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    with (
-        own_server(CONFIG, tmp_path_factory.mktemp("third"), api_key=key, extra_env=sqlite_env(sqlite_dir)) as third,
-        session(third) as http,
-    ):
-        missing = []
-        for body in answered:
-            response = http.get(f"{RESPONSES}/{body['id']}")
-            if response.status_code != 200 or response.json() != body:
-                missing.append((body["id"], response.status_code))
-        assert not missing, f"{len(missing)} of {len(answered)} answered responses lost or changed: {missing[:5]}"
-        last = fetch(http, answered[-1]["id"], "/input_items")["data"]
-        assert last[0]["content"][0]["text"].startswith("Say hello to friend number")
+    store = await ResponseStore.open(f"sqlite+aiosqlite:///{database}", ttl=3600, max_response_bytes=1 << 24)
+    try:
+        owner = hashlib.sha256(key.encode()).hexdigest()  # the owner the server recorded: the key's digest
+        records = {body["id"]: await store.get(body["id"], owner) for body in answered}
+    finally:
+        await store.close()
+    missing = [body["id"] for body in answered if records[body["id"]] is None]
+    changed = [body["id"] for body in answered if (record := records[body["id"]]) and record.response != body]
+    assert not missing + changed, f"of {len(answered)} answered responses, lost {missing[:5]}, changed {changed[:5]}"
+    last = records[answered[-1]["id"]]
+    assert last is not None and last.input_items[0]["content"][0]["text"].startswith("Say hello to friend number")
 
 
 # --- two replicas on one PostgreSQL ------------------------------------------------------------------------
@@ -316,20 +315,9 @@ class Replicas:
 
 
 @pytest.fixture(scope="module")
-def replicas(tmp_path_factory: pytest.TempPathFactory, key: str) -> Iterator[Replicas]:
-    from pgserver.postgres_server import get_server
-
-    postgres = get_server(str(tmp_path_factory.mktemp("pgdata")), cleanup_mode="stop")
-    other = f"sk-test-other-{secrets.token_hex(16)}"
-    env = {"BENTO_OAI_STORE_URL": postgres.get_uri(), "BENTO_OAI_API_KEYS": f"{key},{other}"}
-    try:
-        with (
-            own_server(CONFIG, tmp_path_factory.mktemp("replica-one"), api_key=key, extra_env=env) as one,
-            own_server(CONFIG, tmp_path_factory.mktemp("replica-two"), api_key=key, extra_env=env) as two,
-        ):
-            yield Replicas(one, two, other)
-    finally:
-        postgres.cleanup()
+def replicas(pool: ServerPool) -> Replicas:
+    """Two servers on one real PostgreSQL (pgserver, ``tests.e2e.servers.postgres_store``), both keys accepted."""
+    return Replicas(pool.get("replica-one"), pool.get("replica-two"), pool.key("store")[1])
 
 
 def test_replicas_share_stored_responses(replicas: Replicas) -> None:

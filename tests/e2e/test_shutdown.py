@@ -11,7 +11,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,19 +22,17 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.e2e.conftest import CHAT_MODEL
+from tests.e2e.pool import ServerPool
 from tests.e2e.probes import (
     endless_body,
     engine_running,
     envelope,
     error_frames,
-    own_server,
     sse_payloads,
     wait_for,
 )
 from tests.e2e.server import Server, still_alive
 
-DRAIN_CONFIG = "tests/configs/drain.yaml"
-GRACE_CONFIG = "tests/configs/short-grace.yaml"
 CHAT = "/v1/chat/completions"
 MESSAGES: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "Write a long story about a lighthouse keeper."}
@@ -140,9 +138,8 @@ def refused_after_drain(server: Server, timeout: float) -> str:
 
 
 @pytest.fixture(scope="module")
-def drain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with own_server(DRAIN_CONFIG, tmp_path_factory.mktemp("drain")) as server:
-        yield server  # the test ends it: stopping it again returns at once
+def drain_server(pool: ServerPool) -> Server:
+    return pool.get("drain")  # the test ends it: the pool's stop then returns at once
 
 
 @pytest.mark.slow
@@ -184,9 +181,8 @@ def test_sigterm_finishes_streams_refuses_new_requests_and_exits_clean(drain_ser
 
 
 @pytest.fixture(scope="module")
-def grace_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with own_server(GRACE_CONFIG, tmp_path_factory.mktemp("short-grace")) as server:
-        yield server  # the test ends it: stopping it again returns at once
+def grace_server(pool: ServerPool) -> Server:
+    return pool.get("grace")  # the test ends it: the pool's stop then returns at once
 
 
 @dataclass

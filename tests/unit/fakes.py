@@ -20,6 +20,7 @@ from openai_routes.app import create_app
 from openai_routes.core.engine import (
     Embedding,
     EmbedEngine,
+    EngineInputError,
     GenerateEngine,
     GenerationStep,
     ModelCapabilities,
@@ -100,6 +101,9 @@ class FakeGenerateEngine:
         return [ord(char) for char in text]
 
     async def decode(self, token_ids: Sequence[int]) -> str:
+        """As the real engine's: ids outside the vocabulary (code points and known pieces) are a 400 on ``prompt``."""
+        if any(not (0 <= i < PIECE_IDS or i in self._vocab.values()) for i in token_ids):
+            raise EngineInputError("Token ids must be in the vocabulary.", "prompt")
         return self.text_of(token_ids)
 
     def text_of(self, token_ids: Sequence[int]) -> str:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,11 +81,10 @@ def start_worker(tmp_path: Path) -> tuple[subprocess.Popen[str], list[psutil.Pro
     reaper = int(worker.stdout.readline())
     root = psutil.Process(worker.pid)
     tree = [root]
-    for _ in range(100):  # the spawned grandchild takes a moment
-        tree = [root, *root.children(recursive=True)]
-        if len(tree) >= 4:
-            break
+    deadline = time.monotonic() + 60  # the spawned grandchild takes a moment: seconds on a busy machine
+    while len(tree) < 4 and time.monotonic() < deadline:
         psutil.wait_procs([], timeout=0.1)
+        tree = [root, *root.children(recursive=True)]
     assert reaper in [p.pid for p in tree]
     return worker, tree
 

@@ -1,0 +1,119 @@
+"""Every server the e2e tests start (``SPECS``, for ``tests.e2e.pool``), and the fixture names that need each.
+
+One server per distinct config, shared by every module that uses it; configs that do not conflict are merged
+(``tests/configs/queue-and-hermes.yaml``; the greedy model copy with auth disabled). A server a test ends (SIGTERM,
+SIGKILL, a killed engine) is used by that test alone, or by tests that run before it (``ends_server``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.e2e.pool import ServerPool, ServerSpec
+from tests.e2e.server import BENTOML, ROOT, Server
+
+CHAT_MODEL = "smollm2-135m-instruct"
+GREEDY = {"do_sample": True, "temperature": 1.0, "top_k": 1}
+SHORT_GRACE = "tests/configs/short-grace.yaml"
+DEFAULT_CONFIG = "configs/default.yaml"
+
+
+def greedy_copy(target: Path) -> Path:
+    """The store's chat model with a greedy ``generation_config.json`` (weights linked, not copied)."""
+    import bentoml
+
+    source = Path(bentoml.models.get(CHAT_MODEL).path)
+    target.mkdir()
+    for file in source.iterdir():
+        if file.name != "generation_config.json":
+            (target / file.name).symlink_to(file)
+    generation = json.loads((source / "generation_config.json").read_text())
+    (target / "generation_config.json").write_text(json.dumps({**generation, **GREEDY}, indent=2))
+    return target
+
+
+def greedy_config(_pool: ServerPool, server: Server) -> None:
+    """``tests/configs/generation-defaults.yaml`` serving the greedy copy from its path."""
+    directory = server.log_path.parent
+    config = yaml.safe_load((ROOT / "tests" / "configs" / "generation-defaults.yaml").read_text())
+    config["models"][0]["source"] = {"path": str(greedy_copy(directory / "model"))}
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    server.config = str(path)
+
+
+def bentoml_cli(*args: str, cwd: Path = ROOT) -> str:
+    result = subprocess.run([str(BENTOML), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"bentoml {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def bento_tag(pool: ServerPool) -> str:
+    """``make build`` without the Makefile (the models are in the store already), once; deleted with the pool so
+    that the store does not grow."""
+
+    def build() -> str:
+        output = bentoml_cli("build", "--arg", f"config={DEFAULT_CONFIG}", "--output", "tag")
+        tags = [line.removeprefix("__tag__:") for line in output.splitlines() if line.startswith("__tag__:")]
+        assert len(tags) == 1, output
+        return tags[0]
+
+    tag: str = pool.resource("bento", build, lambda tag: bentoml_cli("delete", "--yes", tag))
+    return tag
+
+
+def built_bento(pool: ServerPool, server: Server) -> None:
+    """The built Bento served from an empty directory, with a config the Bento does not hold: the frozen build-time
+    config must win."""
+    server.target = bento_tag(pool)
+    server.cwd = server.log_path.parent / "empty"
+    server.cwd.mkdir()
+    server.config = "configs/not-in-the-bento.yaml"
+
+
+def sqlite_store(pool: ServerPool, _directory: Path) -> dict[str, str]:
+    """One SQLite file for the graceful-restart servers (the first writes it, the second reopens it)."""
+    return {"BENTO_OAI_STORE_URL": f"sqlite+aiosqlite:///{sqlite_dir(pool) / 'responses.db'}"}
+
+
+def sqlite_dir(pool: ServerPool) -> Path:
+    directory = pool.directory / "sqlite-store"
+    directory.mkdir(exist_ok=True)
+    return directory
+
+
+def postgres_store(pool: ServerPool, _directory: Path) -> dict[str, str]:
+    """One real PostgreSQL (pgserver) for the two replicas, started with the first of them."""
+
+    def create() -> Any:
+        from pgserver.postgres_server import get_server
+
+        return get_server(str(pool.directory / "pgdata"), cleanup_mode="stop")
+
+    postgres = pool.resource("postgres", create, lambda server: server.cleanup())
+    return {"BENTO_OAI_STORE_URL": str(postgres.get_uri())}
+
+
+SPECS = [
+    ServerSpec("default", ("server",), check_watchdog=True),
+    ServerSpec("limited", ("limited",), config="tests/configs/limited.yaml"),
+    ServerSpec("deadline", ("deadline_server",), config="tests/configs/short-deadline.yaml"),
+    ServerSpec("queue-and-hermes", ("engine_queue", "hermes"), config="tests/configs/queue-and-hermes.yaml"),
+    ServerSpec("greedy-open", ("greedy_server", "open_server"), build=greedy_config),
+    ServerSpec("drain", ("drain_server",), config="tests/configs/drain.yaml"),
+    ServerSpec("grace", ("grace_server",), config=SHORT_GRACE),
+    ServerSpec("store-first", ("first_life",), config=SHORT_GRACE, env=sqlite_store, key_group="store"),
+    ServerSpec(
+        "store-second", ("second_life",), SHORT_GRACE, env=sqlite_store, key_group="store", after=("store-first",)
+    ),
+    ServerSpec("replica-one", ("replicas",), config=SHORT_GRACE, env=postgres_store, key_group="store"),
+    ServerSpec("replica-two", ("replicas",), config=SHORT_GRACE, env=postgres_store, key_group="store"),
+    ServerSpec("orphan-worker", ("worker_victim",)),
+    ServerSpec("orphan-arbiter", ("arbiter_victim",)),
+    ServerSpec("bento", ("bento_server",), build=built_bento),
+]

@@ -1,0 +1,115 @@
+"""The ``/v1`` OpenAPI schema fuzzed in-process: over 10,000 schemathesis cases against ``create_app``'s real app (its
+middleware, routers, validation and error handlers) with fake engines and a real SQLite response store, through
+schemathesis' ASGI transport, on two processes. No case may get a 5xx, a ``server_error`` or FastAPI's 422 body
+(``tests/fuzzing.py``).
+
+Two passes, as the real server's sample (``tests/e2e/test_hostile_input.py``): schema-wide (every operation, positive
+and negative cases, whatever model they name), then served-model cases (positive, naming the fake models, so they
+reach the engines and the store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from openai_routes.core.limits import Limits
+from openai_routes.endpoints.responses.book import ResponseBook
+from openai_routes.server.auth import KeyRing
+from tests.fuzzing import FuzzTally, fuzz_schema
+from tests.unit.fakes import CHAT_MODEL, EMBED_MODEL, FakeEmbedEngine, FakeGenerateEngine, build_app, fake_registry
+
+KEY = "sk-unit-fuzz-key"
+SCHEMA_WIDE_EXAMPLES = 600  # per operation and generation mode
+SERVED_EXAMPLES = 700  # per generation endpoint, with a served model's name
+GENERATION = ("POST /chat/completions", "POST /completions", "POST /responses", "POST /embeddings")
+MINIMUM_CASES = 10_000
+
+
+class WithBook:
+    """The app with an ASGI lifespan that opens its response store (on the loop the transport runs the app on)."""
+
+    def __init__(self, app: ASGIApp, book: ResponseBook, url: str) -> None:
+        self.app, self.book, self.url = app, book, url
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.book.open(self.url, ttl=3600, max_response_bytes=1 << 20, purge_every=3600)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.book.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+@contextlib.contextmanager
+def app_schema(store: Path) -> Iterator[Any]:
+    """The app's schema, loaded through schemathesis' ASGI transport (cases sent with it reach the app in-process)."""
+    import schemathesis
+    from schemathesis.python import asgi
+
+    keyring = KeyRing()
+    keyring.set_keys([KEY])
+    book = ResponseBook(stale_after=660)
+    generator = FakeGenerateEngine(context=1 << 20)  # a fuzzed prompt is not refused for its length alone
+    app = build_app(fake_registry(generator, FakeEmbedEngine()), keyring, Limits(max_n=4, max_tokens=8), book)
+    served = WithBook(app, book, f"sqlite+aiosqlite:///{store}")
+    try:
+        yield schemathesis.openapi.from_asgi("/openapi.json", served, headers={"Authorization": f"Bearer {KEY}"})
+    finally:
+        asgi.shutdown_lifespans()
+
+
+def send(case: Any) -> tuple[int, str]:
+    try:
+        response = case.call(headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
+    except Exception as exc:  # raised out of the app: a server answers it 500 (Starlette's ServerErrorMiddleware)
+        return 500, f"raised {exc!r}"
+    return response.status_code, response.text
+
+
+def name_a_served_model(case: Any) -> None:
+    if isinstance(case.body, dict):
+        case.body["model"] = EMBED_MODEL if case.operation.label == "POST /embeddings" else CHAT_MODEL
+
+
+def fuzz_pass(kind: str, part: int, store: Path) -> FuzzTally:
+    """One share of the fuzz, in a process of its own: ``served``, or half (``part`` 0 or 1) of the schema-wide
+    operations, alternating in label order."""
+    tally = FuzzTally()
+    with app_schema(store) as schema:
+        if kind == "served":
+            labels = GENERATION
+            fuzz_schema(schema, SERVED_EXAMPLES, send, tally, labels=labels, negative=False, adapt=name_a_served_model)
+        else:
+            every = sorted(result.ok().label for result in schema.get_all_operations())
+            fuzz_schema(schema, SCHEMA_WIDE_EXAMPLES, send, tally, labels=tuple(every[part::2]))
+    return tally
+
+
+@pytest.mark.slow
+def test_ten_thousand_fuzzed_cases_get_no_5xx_and_no_422(tmp_path: Path) -> None:
+    """Three shares on two processes (the machine's two cores; hypothesis' generation is the cost)."""
+    jobs = [("wide", 0), ("wide", 1), ("served", 0)]
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as processes:
+        futures = [processes.submit(fuzz_pass, kind, part, tmp_path / f"{kind}-{part}.db") for kind, part in jobs]
+        wide_0, wide_1, served = (future.result() for future in futures)
+    schema_wide = FuzzTally(wide_0.statuses + wide_1.statuses, wide_0.failures + wide_1.failures, wide_0.seconds)
+    print(f"\nin-process fuzz: schema-wide {schema_wide.summary()}; served-model {served.summary()}")
+    failures = schema_wide.failures + served.failures
+    assert not failures, f"{len(failures)} failing cases:\n" + "\n".join(failures[:20])
+    assert schema_wide.cases + served.cases >= MINIMUM_CASES
+    assert served.statuses[200] > SERVED_EXAMPLES, "few fuzz cases reached the engines"
+    assert schema_wide.statuses[400] > 0 and schema_wide.statuses[404] > 0, schema_wide.statuses

@@ -21,8 +21,8 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from openai_routes.core.limits import Limits
-from openai_routes.endpoints.responses.book import ResponseBook
 from openai_routes.server.auth import KeyRing
+from openai_routes.store.book import ResponseBook
 from tests.fuzzing import FuzzTally, fuzz_schema
 from tests.unit.fakes import CHAT_MODEL, EMBED_MODEL, FakeEmbedEngine, FakeGenerateEngine, build_app, fake_registry
 

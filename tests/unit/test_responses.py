@@ -232,9 +232,10 @@ async def test_delete_and_store_false(h: Harness) -> None:
         ({"background": True, "store": False}, None),
         ({"temperature": 3}, "temperature"),
         ({"input": "x" * 600}, "input"),
+        ({"input": [{"type": "reasoning"}]}, "input"),
     ],
     ids=["min-tokens", "unknown-tool", "empty-input", "image", "schema-missing", "background-unstored", "temperature",
-         "context"],
+         "context", "reasoning-alone"],
 )  # fmt: skip
 async def test_bad_requests_are_400_with_param(h: Harness, fields: dict[str, Any], param: str | None) -> None:
     response = await h.client.post("/responses", json={"model": CHAT_MODEL, "input": "Hi", **fields})

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from openai_routes.core.errors import bad_request
 from openai_routes.endpoints.responses.protocol import FunctionCallItem, FunctionCallOutputItem, InputItem, MessageItem
 
 ITEMS: TypeAdapter[list[InputItem]] = TypeAdapter(list[InputItem])
@@ -48,7 +49,10 @@ def prompt_messages(
     instructions: str | None, history: Sequence[dict[str, Any]], items: Iterable[InputItem]
 ) -> list[dict[str, Any]]:
     system = [{"role": "system", "content": instructions}] if instructions else []
-    return [*system, *chat_messages(ITEMS.validate_python(list(history))), *chat_messages(items)]
+    messages = [*system, *chat_messages(ITEMS.validate_python(list(history))), *chat_messages(items)]
+    if not messages:  # reasoning items are left out: alone they leave nothing to answer
+        raise bad_request("Invalid value for 'input': it has no message for the model to answer.", param="input")
+    return messages
 
 
 def stored_item(item: InputItem) -> dict[str, Any]:

@@ -3,10 +3,13 @@ stops once no test still to run needs it.
 
 At collection (``plan``) the pool reads from each selected test's fixtures which servers it needs, in the order the
 tests run. A starter thread boots them one at a time in that order while earlier tests run, with at most ``MAX_LIVE``
-servers up at once (``MAX_LIVE_ROOMY`` while memory allows): the session's default server boots while the unit
-tests run, and each other server while the tests before it run. ``get`` waits for a server; ``release`` (after each
-test) stops the servers no later test needs and checks how they stopped: nothing left for SIGKILL, and for the default
-server a stop within 60 s and no line of the shutdown watchdog. A run with no e2e test selected starts nothing.
+servers up (or stopping) at once (``MAX_LIVE_ROOMY`` while memory allows): the session's default server boots while
+the unit tests run, and each other server while the tests before it run. ``get`` waits for a server; ``release``
+(after each test) stops the servers no later test needs, each in a thread of its own while the next tests run, and
+checks how they stopped: a spec's ``settle`` first (what must hold before the stop), then nothing left for SIGKILL,
+and for the default server a stop within 60 s and no line of the shutdown watchdog. A stop's problems fail the
+teardown of the test during which it ended (the last test's teardown waits for every stop). A run with no e2e test
+selected starts nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class ServerSpec:
     build: Callable[[ServerPool, Server], None] | None = None  # prepares the server (its config, target) at boot
     env: Callable[[ServerPool, Path], dict[str, str]] | None = None  # extra environment, given the server's directory
     after: tuple[str, ...] = ()  # servers that must have exited before this one starts (it reopens their store)
+    settle: Callable[[Server], None] | None = None  # waits for (and asserts) what must hold before its stop
     key_group: str = ""  # servers of one group share their API keys (a store's records belong to a key)
     check_watchdog: bool = False  # at its stop: within STOP_WITHIN and no watchdog line in its log
 
@@ -59,7 +63,14 @@ class Started:
     spec: ServerSpec
     server: Server
     ready: Future[Server] = field(default_factory=Future)
-    stopped: bool = False
+    stopped: bool = False  # its stop has begun
+    stopping: Future[list[str]] | None = None  # the stop's problems, once it is over
+    reported: bool = False
+
+    @property
+    def live(self) -> bool:
+        """Up, starting or still stopping: it holds memory."""
+        return self.stopping is None or not self.stopping.done()
 
 
 class ServerPool:
@@ -99,7 +110,7 @@ class ServerPool:
     def schedule(self) -> None:
         """Queue the next servers to boot, in order of first use (one waiting for another's exit is passed over)."""
         with self.lock:
-            live = [name for name, started in self.started.items() if not started.stopped]
+            live = [name for name, started in self.started.items() if started.live]
             for name in self.order(self.position):
                 if name in self.started:
                     continue
@@ -198,26 +209,53 @@ class ServerPool:
     # --- stopping --------------------------------------------------------------------------------------------
 
     def release(self, nodeid: str) -> None:
-        """After the test ``nodeid``: stop the servers no later test needs (raises what their stop went wrong)."""
+        """After the test ``nodeid``: stop the servers no later test needs, in the background; raise what went
+        wrong with the stops that have ended (all of them, after the last test)."""
         self.position = self.index.get(nodeid, self.position - 1) + 1
         still_needed = set().union(*self.needs[self.position :])
-        problems = []
         for name, started in list(self.started.items()):
             if not started.stopped and name not in still_needed:
-                problems += self.stop(name)
+                self.stop_in_background(started)
+        problems = self.ended_stops(wait=self.position >= len(self.needs))
         self.schedule()
         self.flush_notes()
         assert not problems, "\n".join(problems)
 
-    def stop(self, name: str) -> list[str]:
-        started = self.started[name]
+    def stop_in_background(self, started: Started) -> None:
         with self.lock:
             started.stopped = True
-        server, spec = started.server, started.spec
+            stopping = started.stopping = Future()
+
+        def run() -> None:
+            try:
+                stopping.set_result(self.stop(started))
+            except BaseException as exc:
+                stopping.set_result([f"{started.spec.name}: its stop failed: {exc!r}"])
+            self.schedule()  # its memory is free: the next server may boot
+
+        threading.Thread(target=run, name=f"stop-{started.spec.name}", daemon=True).start()
+
+    def ended_stops(self, wait: bool) -> list[str]:
+        """The problems of the stops that have ended and were not reported yet (``wait``: of every stop)."""
+        problems = []
+        for started in list(self.started.values()):
+            if started.stopping is not None and not started.reported and (wait or started.stopping.done()):
+                problems += started.stopping.result()
+                started.reported = True
+        return problems
+
+    def stop(self, started: Started) -> list[str]:
+        """Settle, stop and check one server (see the module docstring)."""
+        server, spec, name = started.server, started.spec, started.spec.name
         if server.process is None:  # never launched: its boot failed before bentoml serve ran
             return []
-        seconds = server.stop()
         problems = []
+        if spec.settle is not None and server.process.poll() is None:
+            try:
+                spec.settle(server)
+            except Exception as exc:
+                problems.append(f"{name}: before its stop: {exc}")
+        seconds = server.stop()
         if server.killed:
             problems.append(f"{name}: processes left running after SIGTERM: {server.killed}")
         if spec.check_watchdog:
@@ -230,12 +268,16 @@ class ServerPool:
         return problems
 
     def close(self) -> None:
-        """At the end of the session: stop whatever still runs (an interrupted run), then the shared resources."""
+        """At the end of the session: stop whatever still runs (an interrupted run), wait for every stop, then close
+        the shared resources."""
         self.boots.put(None)
-        for name, started in list(self.started.items()):
+        for started in list(self.started.values()):
             if not started.stopped:
+                self.stop_in_background(started)
+        for started in list(self.started.values()):
+            if started.stopping is not None:
                 with contextlib.suppress(Exception):
-                    self.stop(name)
+                    started.stopping.result(timeout=300)
         for closer in reversed(self.closers):
             with contextlib.suppress(Exception):
                 closer()

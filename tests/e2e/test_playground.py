@@ -199,7 +199,7 @@ def test_a_wrong_key_shows_the_servers_401_message(visit: Visit, server: Server)
     page = visit.page
     page.goto("/")
     notice = page.locator("#notice")
-    assert "Enter this server's API key" in notice.inner_text()
+    expect(notice).to_contain_text("Enter this server's API key")  # written once the page has read its config
     enter_key(page, "sk-wrong")
     expect(notice).to_contain_text("401")  # (the page's policy forbids eval: no wait_for_function strings)
     message = notice.inner_text()
@@ -207,7 +207,7 @@ def test_a_wrong_key_shows_the_servers_401_message(visit: Visit, server: Server)
     assert page.locator("#send").is_disabled() and page.locator("#prompt").is_disabled()
     enter_key(page, server.api_key)  # the right one afterwards: the page recovers
     assert CHAT_MODEL in models_loaded(page)
-    assert notice.is_hidden()
+    expect(notice).to_be_hidden()
 
 
 def test_an_answer_streams_in_with_its_figures_and_the_conversation_goes_on(

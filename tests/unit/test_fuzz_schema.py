@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -86,12 +89,12 @@ def name_a_served_model(case: Any) -> None:
 
 
 def fuzz_pass(kind: str, part: int, store: Path) -> FuzzTally:
-    """One share of the fuzz, in a process of its own: ``served``, or half (``part`` 0 or 1) of the schema-wide
-    operations, alternating in label order."""
+    """One share of the fuzz, in a process of its own: half (``part`` 0 or 1) of the schema-wide operations or of
+    the served-model ones, alternating in label order."""
     tally = FuzzTally()
     with app_schema(store) as schema:
         if kind == "served":
-            labels = GENERATION
+            labels = GENERATION[part::2]
             fuzz_schema(schema, SERVED_EXAMPLES, send, tally, labels=labels, negative=False, adapt=name_a_served_model)
         else:
             every = sorted(result.ok().label for result in schema.get_all_operations())
@@ -99,15 +102,50 @@ def fuzz_pass(kind: str, part: int, store: Path) -> FuzzTally:
     return tally
 
 
+class BackgroundFuzz:
+    """The fuzz's four shares on two processes at the lowest priority, started when collection ends
+    (``tests/unit/conftest.py``): its cases are generated on whatever CPU the other tests leave idle, and its
+    test, which runs last, collects them."""
+
+    JOBS = (("wide", 0), ("served", 0), ("wide", 1), ("served", 1))  # two each, in submission order
+
+    def __init__(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="bento-oai-fuzz-"))
+        context = multiprocessing.get_context("spawn")
+        self.processes = ProcessPoolExecutor(2, mp_context=context, initializer=os.nice, initargs=(19,))
+        self.futures = {
+            job: self.processes.submit(fuzz_pass, *job, self.directory / f"{job[0]}-{job[1]}.db") for job in self.JOBS
+        }
+
+    def results(self) -> tuple[FuzzTally, FuzzTally]:
+        """The schema-wide and the served-model tallies, once every share is done."""
+        done = {job: future.result() for job, future in self.futures.items()}
+        return tuple(  # type: ignore[return-value]
+            FuzzTally(
+                done[kind, 0].statuses + done[kind, 1].statuses,
+                done[kind, 0].failures + done[kind, 1].failures,
+                done[kind, 0].seconds + done[kind, 1].seconds,
+            )
+            for kind in ("wide", "served")
+        )
+
+    def close(self) -> None:
+        self.processes.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+BACKGROUND = pytest.StashKey[BackgroundFuzz]()
+
+
 @pytest.mark.slow
-def test_ten_thousand_fuzzed_cases_get_no_5xx_and_no_422(tmp_path: Path) -> None:
-    """Three shares on two processes (the machine's two cores; hypothesis' generation is the cost)."""
-    jobs = [("wide", 0), ("wide", 1), ("served", 0)]
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as processes:
-        futures = [processes.submit(fuzz_pass, kind, part, tmp_path / f"{kind}-{part}.db") for kind, part in jobs]
-        wide_0, wide_1, served = (future.result() for future in futures)
-    schema_wide = FuzzTally(wide_0.statuses + wide_1.statuses, wide_0.failures + wide_1.failures, wide_0.seconds)
-    print(f"\nin-process fuzz: schema-wide {schema_wide.summary()}; served-model {served.summary()}")
+def test_ten_thousand_fuzzed_cases_get_no_5xx_and_no_422(request: pytest.FixtureRequest) -> None:
+    """Collects the background fuzz (started here if collection did not start it)."""
+    background = request.config.stash.get(BACKGROUND, None) or request.config.stash.setdefault(
+        BACKGROUND, BackgroundFuzz()
+    )
+    schema_wide, served = background.results()
+    print(f"\nin-process fuzz (CPU seconds of its shares): schema-wide {schema_wide.summary()}; "
+          f"served-model {served.summary()}")  # fmt: skip
     failures = schema_wide.failures + served.failures
     assert not failures, f"{len(failures)} failing cases:\n" + "\n".join(failures[:20])
     assert schema_wide.cases + served.cases >= MINIMUM_CASES

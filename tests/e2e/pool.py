@@ -2,7 +2,7 @@
 stops once no test still to run needs it.
 
 At collection (``plan``) the pool reads from each selected test's fixtures which servers it needs, in the order the
-tests run. A starter thread boots them one at a time in that order while earlier tests run, with at most ``MAX_LIVE``
+tests run. ``STARTERS`` threads boot them in that order while earlier tests run, with at most ``MAX_LIVE``
 servers up (or stopping) at once (``MAX_LIVE_ROOMY`` while memory allows): the session's default server boots while
 the unit tests run, and each other server while the tests before it run. ``get`` waits for a server; ``release``
 (after each test) stops the servers no later test needs, each in a thread of its own while the next tests run, and
@@ -31,6 +31,7 @@ import pytest
 from openai_routes.server.lifecycle import WATCHDOG_EXIT
 from tests.e2e.server import Server, free_port, store_url
 
+STARTERS = 2  # boots at once: a boot is mostly imports on one core, and tests leave CPU idle while they wait
 MAX_LIVE = 3  # servers up (or starting) at once: the default one, the one in use, the next one...
 MAX_LIVE_ROOMY = 4  # ... and one more while the machine has room to spare for it (a server takes up to ~6 GB)
 ROOM = 10 * 2**30  # available memory (bytes) that counts as room to spare
@@ -89,8 +90,8 @@ class ServerPool:
         self.closers: list[Callable[[], object]] = []
         self.lock = threading.RLock()
         self.boots: queue.Queue[Started | None] = queue.Queue()
-        self.starter = threading.Thread(target=self._boot_in_order, name="server-pool", daemon=True)
-        self.starter.start()
+        for number in range(STARTERS):
+            threading.Thread(target=self._boot_in_order, name=f"server-pool-{number}", daemon=True).start()
 
     # --- planning and scheduling ---------------------------------------------------------------------------
 
@@ -180,7 +181,7 @@ class ServerPool:
             self.flush_notes()
 
     def note(self, line: str) -> None:
-        """A progress line: written now from the main thread, later (``flush_notes``) from the starter's: only the
+        """A progress line: written now from the main thread, later (``flush_notes``) from a starter's: only the
         main thread may suspend pytest's capture."""
         if threading.current_thread() is threading.main_thread():
             self.announce(line)
@@ -270,7 +271,8 @@ class ServerPool:
     def close(self) -> None:
         """At the end of the session: stop whatever still runs (an interrupted run), wait for every stop, then close
         the shared resources."""
-        self.boots.put(None)
+        for _ in range(STARTERS):
+            self.boots.put(None)
         for started in list(self.started.values()):
             if not started.stopped:
                 self.stop_in_background(started)

@@ -51,7 +51,7 @@ def convert_smollm2(target: Path) -> None:
     config = AutoConfig.from_pretrained(source, gguf_file=GGUF_FILE)
     say("dequantising weights (about a minute)")
     loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE, dtype=torch.float32)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     say("writing safetensors, tokenizer and chat template")
     model.save_pretrained(target)

@@ -33,6 +33,9 @@ class FuzzTally:
     def cases(self) -> int:
         return sum(self.statuses.values())
 
+    def __add__(self, other: FuzzTally) -> FuzzTally:
+        return FuzzTally(self.statuses + other.statuses, self.failures + other.failures, self.seconds + other.seconds)
+
     def record(self, label: str, body: Any, status: int, text: str) -> None:
         self.statuses[status] += 1
         if status >= 500 or status == 422 or '"server_error"' in text or fastapi_detail(text):

@@ -162,11 +162,8 @@ class Server:
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(f"bentoml serve exited early; log tail:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+            if self.is_ready():
+                break
             time.sleep(0.5)
         else:
             self.stop()
@@ -174,6 +171,12 @@ class Server:
         if not self.started_tree:
             self.started_tree = self.tree()
             self.announce(f"server on port {self.port} ready in {time.monotonic() - self.launched:.0f} s")
+
+    def is_ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def tree(self) -> list[psutil.Process]:
         return process_tree(self.process)

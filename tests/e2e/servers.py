@@ -12,11 +12,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
 from tests.e2e.pool import ServerPool, ServerSpec
-from tests.e2e.probes import wait_for
 from tests.e2e.server import BENTOML, ROOT, Server
 
 CHAT_MODEL = "smollm2-135m-instruct"
@@ -101,20 +99,6 @@ def postgres_store(pool: ServerPool, _directory: Path) -> dict[str, str]:
     return {"BENTO_OAI_STORE_URL": str(postgres.get_uri())}
 
 
-def serves_again(server: Server) -> None:
-    """The orphan test killed this server's worker: circus must start a new one, with new engines, that serves
-    (the old worker is gone, so a ready answer comes from the new one); checked before the pool stops it, while the
-    next tests run."""
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(ready, 600, "a new worker ready after the SIGKILL of the old one", 2)
-
-
 SPECS = [
     ServerSpec("default", ("server",), check_watchdog=True),
     ServerSpec("limited", ("limited",), config="tests/configs/limited.yaml"),
@@ -129,7 +113,6 @@ SPECS = [
     ),
     ServerSpec("replica-one", ("replicas",), config=SHORT_GRACE, env=postgres_store, key_group="store"),
     ServerSpec("replica-two", ("replicas",), config=SHORT_GRACE, env=postgres_store, key_group="store"),
-    ServerSpec("orphan-worker", ("worker_victim",), settle=serves_again),
-    ServerSpec("orphan-arbiter", ("arbiter_victim",)),
+    ServerSpec("orphans", ("orphan_victim",)),
     ServerSpec("bento", ("bento_server",), build=built_bento),
 ]

@@ -4,13 +4,14 @@
 which owns vLLM's engine processes (``VLLM::EngineCore`` and its ``VLLM::Worker``, one pair per model of
 ``configs/default.yaml``). The OOM killer or a supervisor's timeout can SIGKILL either:
 
-- the worker: its engine processes must be gone within 20 s (circus then starts a new worker, with new engines, which
-  must serve: ``tests.e2e.servers.serves_again``, checked before the pool stops the server, while the next tests run);
+- the worker: its engine processes must be gone within 20 s, and circus starts a new worker, with new engines, that
+  must serve;
 - the arbiter: the worker and its engines must be gone within 20 s, and the port is free for a new server (bound
   here as uvicorn binds it: nothing of the old server holds it).
 
-Each test has a server of its own from the pool (``tests.e2e.servers``: booted ahead, stopped and checked after the
-test), remembers every process it saw and kills the survivors by pid, whether it passed or not.
+Both tests share one server of the pool (``tests.e2e.servers``): the worker test runs first; the arbiter test
+(``ends_server``) waits for the new worker to serve, so the arbiter it kills owns a worker that circus restarted.
+Each test remembers every process it saw and kills the survivors by pid, whether it passed or not.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import psutil
 import pytest
 
 from tests.e2e.pool import ServerPool
+from tests.e2e.probes import wait_for
 from tests.e2e.server import Server, port_is_free, still_alive
 
 MODELS = 2  # chat and embeddings: an EngineCore and a Worker each
@@ -59,21 +61,14 @@ def killed_at_the_end(processes: list[psutil.Process]) -> Iterator[None]:
 
 
 @pytest.fixture
-def worker_victim(pool: ServerPool) -> Server:
-    """A server of the default config whose worker the test kills; after the test the pool waits for the new worker
-    to serve, stops the server and checks that no process of the new worker needed SIGKILL."""
-    return pool.get("orphan-worker")
-
-
-@pytest.fixture
-def arbiter_victim(pool: ServerPool) -> Server:
-    """A server of the default config whose arbiter the test kills (the pool's stop after it returns at once)."""
-    return pool.get("orphan-arbiter")
+def orphan_victim(pool: ServerPool) -> Server:
+    """A server of the default config whose worker, then arbiter, the tests kill."""
+    return pool.get("orphans")
 
 
 @pytest.mark.slow
-def test_sigkill_of_the_worker_takes_its_engine_processes_along(worker_victim: Server) -> None:
-    server = worker_victim
+def test_sigkill_of_the_worker_takes_its_engine_processes_along(orphan_victim: Server) -> None:
+    server = orphan_victim
     [worker] = workers_of(server)
     processes = [p for p in server.tree() if p.pid != worker.ppid()]  # all but the arbiter
     engines = engine_processes(processes)
@@ -87,9 +82,12 @@ def test_sigkill_of_the_worker_takes_its_engine_processes_along(worker_victim: S
 
 
 @pytest.mark.slow
-def test_sigkill_of_the_arbiter_takes_the_worker_and_its_engines_along(arbiter_victim: Server) -> None:
-    server = arbiter_victim
+@pytest.mark.ends_server
+def test_sigkill_of_the_arbiter_takes_the_worker_and_its_engines_along(orphan_victim: Server) -> None:
+    server = orphan_victim
     assert server.process is not None
+    # After the worker test, circus runs a new worker (the old one is gone, so a ready answer comes from the new one).
+    wait_for(server.is_ready, 600, "a worker ready (a new one, if the worker test killed the first)", 2)
     processes = [p for p in server.tree() if p.pid != server.process.pid]
     assert len(engine_processes(processes)) == 2 * MODELS, processes
     with killed_at_the_end(processes):

@@ -113,6 +113,5 @@ SPECS = [
     ),
     ServerSpec("replica-one", ("replicas",), config=SHORT_GRACE, env=postgres_store, key_group="store"),
     ServerSpec("replica-two", ("replicas",), config=SHORT_GRACE, env=postgres_store, key_group="store"),
-    ServerSpec("orphans", ("orphan_victim",)),
-    ServerSpec("bento", ("bento_server",), build=built_bento),
+    ServerSpec("bento", ("bento_server", "orphan_victim"), build=built_bento),
 ]

@@ -155,7 +155,7 @@ async def test_admission_counts_engine_sequences_not_requests(limited: Server) -
     async with httpx.AsyncClient(base_url=limited.base_url, headers=headers, timeout=120) as session:
         running = asyncio.create_task(session.post("/v1/completions", json=completion))
         await asyncio.to_thread(wait_for, lambda: engine_running(limited.base_url, CHAT_MODEL) == 2, 30, "2 running")
-        queued = asyncio.create_task(session.post(CHAT, json={**long_body(), "n": 2}))
+        queued = asyncio.create_task(session.post(CHAT, json=short_body(n=2)))  # queued while the 2 prompts run
         await asyncio.to_thread(wait_for, lambda: requests_queued(limited.base_url, CHAT_MODEL) == 1, 30, "queued")
         refused = await session.post(CHAT, json=short_body())
         held = engine_running(limited.base_url, CHAT_MODEL)

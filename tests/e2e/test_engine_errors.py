@@ -86,14 +86,17 @@ def test_the_sdk_raises_bad_request_for_an_uncompilable_schema(client: openai.Op
 
 @pytest.fixture(scope="module")
 def engine_queue(pool: ServerPool) -> Server:
-    """``tests/configs/queue-and-hermes.yaml``: the chat model with vLLM's queue of 2 (shared with test_hermes)."""
+    """``tests/configs/queue-and-hermes.yaml``: the chat weights with vLLM's queue of 2 (test_hermes' engine)."""
     return pool.get("queue-and-hermes")
+
+
+QUEUE_MODEL = "smollm2-hermes"  # its chat template renders tools the Hermes way; this test sends none
 
 
 @pytest.mark.slow
 async def test_engine_queue_overflow_is_503_with_retry_after(engine_queue: Server) -> None:
     headers = {"Authorization": f"Bearer {engine_queue.api_key}"}
-    body = {"model": CHAT_MODEL, "messages": USER, "max_tokens": 48, "ignore_eos": True}
+    body = {"model": QUEUE_MODEL, "messages": USER, "max_tokens": 48, "ignore_eos": True}
     async with httpx.AsyncClient(base_url=engine_queue.base_url, headers=headers, timeout=120) as session:
         responses = await asyncio.gather(*(session.post(CHAT, json=body) for _ in range(5)))
     statuses = collections.Counter(response.status_code for response in responses)
@@ -104,6 +107,6 @@ async def test_engine_queue_overflow_is_503_with_retry_after(engine_queue: Serve
             assert error["code"] == "service_unavailable"
             assert "busy" in error["message"]
             assert int(response.headers["retry-after"]) > 0
-    wait_engine_idle(engine_queue, CHAT_MODEL, timeout=30)
+    wait_engine_idle(engine_queue, QUEUE_MODEL, timeout=30)
     sdk = openai.OpenAI(base_url=f"{engine_queue.base_url}/v1", api_key=engine_queue.api_key, max_retries=0)
-    assert sdk.chat.completions.create(model=CHAT_MODEL, messages=USER, max_tokens=4).choices  # type: ignore[arg-type]
+    assert sdk.chat.completions.create(model=QUEUE_MODEL, messages=USER, max_tokens=4).choices  # type: ignore[arg-type]

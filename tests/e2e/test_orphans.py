@@ -9,8 +9,9 @@ which owns vLLM's engine processes (``VLLM::EngineCore`` and its ``VLLM::Worker`
 - the arbiter: the worker and its engines must be gone within 20 s, and the port is free for a new server (bound
   here as uvicorn binds it: nothing of the old server holds it).
 
-Both tests share one server of the pool (``tests.e2e.servers``): the worker test runs first; the arbiter test
-(``ends_server``) waits for the new worker to serve, so the arbiter it kills owns a worker that circus restarted.
+Both tests use the built Bento's server (``tests.e2e.servers``: ``bentoml serve <tag>``, the default config, as it
+ships), after test_bento's: the worker test runs first; the arbiter test (``ends_server``) waits for the new worker
+to serve, so the arbiter it kills owns a worker that circus restarted.
 Each test remembers every process it saw and kills the survivors by pid, whether it passed or not.
 """
 
@@ -62,8 +63,8 @@ def killed_at_the_end(processes: list[psutil.Process]) -> Iterator[None]:
 
 @pytest.fixture
 def orphan_victim(pool: ServerPool) -> Server:
-    """A server of the default config whose worker, then arbiter, the tests kill."""
-    return pool.get("orphans")
+    """The built Bento's server (the default config), whose worker, then arbiter, the tests kill."""
+    return pool.get("bento")
 
 
 @pytest.mark.slow

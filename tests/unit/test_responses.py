@@ -94,13 +94,13 @@ async def create(h: Harness, **fields: Any) -> dict[str, Any]:
     return body
 
 
-async def first_step(generator: FakeGenerateEngine) -> None:
-    """Until the engine's latest request has made its first step (a held one then waits for its release)."""
+async def first_step(generator: FakeGenerateEngine, nth: int = 1) -> None:
+    """Until the engine's ``nth`` request has made its first step (a held one then waits for its release)."""
     for _ in range(100):
-        if generator.calls and generator.calls[-1].steps >= 1:
+        if len(generator.calls) >= nth and generator.calls[nth - 1].steps >= 1:
             return
         await asyncio.sleep(0.01)
-    raise AssertionError("the engine request made no step")
+    raise AssertionError(f"the engine's request {nth} made no step")
 
 
 async def test_a_response_object_has_openai_shape(h: Harness) -> None:
@@ -262,7 +262,7 @@ async def test_background_runs_to_completion_and_can_be_cancelled(h: Harness) ->
 
     h.generator.hold = asyncio.Event()  # the next run stops after its first step until released
     running = await create(h, background=True)
-    await first_step(h.generator)
+    await first_step(h.generator, nth=2)  # the first run's request has finished: wait for this run's own
     cancelled = await h.client.post(f"/responses/{running['id']}/cancel")
     assert cancelled.json()["status"] == "cancelled"
     assert h.generator.calls[-1].outcome in ("cancelled", "closed")

@@ -13,7 +13,7 @@ from tests.e2e.server import Server
 from tests.e2e.servers import CHAT_MODEL
 
 MAX_BODY = 65536
-MAX_TOKENS = 256  # the config's cap: an admitted request generates for seconds, so saturation outlasts the probes
+MAX_TOKENS = 128  # the config's cap: an admitted request generates for seconds, so saturation outlasts the probes
 CHAT = "/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 

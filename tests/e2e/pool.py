@@ -46,7 +46,6 @@ class ServerSpec:
     config: str = "configs/default.yaml"
     build: Callable[[ServerPool, Server], None] | None = None  # prepares the server (its config, target) at boot
     env: Callable[[ServerPool, Path], dict[str, str]] | None = None  # extra environment, given the server's directory
-    after: tuple[str, ...] = ()  # servers that must have exited before this one starts (it reopens their store)
     key_group: str = ""  # servers of one group share their API keys (a store's records belong to a key)
     check_watchdog: bool = False  # at its stop: within STOP_WITHIN and no watchdog line in its log
 
@@ -107,7 +106,7 @@ class ServerPool:
         return list(dict.fromkeys(name for needs in self.needs[start:] for name in sorted(needs)))
 
     def schedule(self) -> None:
-        """Queue the next servers to boot, in order of first use (one waiting for another's exit is passed over)."""
+        """Queue the next servers to boot, in order of first use."""
         with self.lock:
             live = [name for name, started in self.started.items() if started.live]
             for name in self.order(self.position):
@@ -115,14 +114,8 @@ class ServerPool:
                     continue
                 if len(live) >= (MAX_LIVE_ROOMY if psutil.virtual_memory().available > ROOM else MAX_LIVE):
                     return
-                if not all(self.exited(dep) for dep in self.specs[name].after):
-                    continue  # the next ones may boot meanwhile
                 self.launch(name)
                 live.append(name)
-
-    def exited(self, name: str) -> bool:
-        started = self.started.get(name)
-        return started is not None and started.server.process is not None and started.server.process.poll() is not None
 
     # --- starting --------------------------------------------------------------------------------------------
 

@@ -77,7 +77,8 @@ def built_bento(pool: ServerPool, server: Server) -> None:
 
 
 def sqlite_store(pool: ServerPool, _directory: Path) -> dict[str, str]:
-    """One SQLite file for the graceful-restart servers (the first writes it, the second reopens it)."""
+    """One SQLite file for the graceful-restart servers (the first writes it, the second reads it once the first has
+    stopped)."""
     return {"BENTO_OAI_STORE_URL": f"sqlite+aiosqlite:///{sqlite_dir(pool) / 'responses.db'}"}
 
 
@@ -108,9 +109,7 @@ SPECS = [
     ServerSpec("drain", ("drain_server",), config="tests/configs/drain.yaml"),
     ServerSpec("grace", ("grace_server",), config=SHORT_GRACE),
     ServerSpec("store-first", ("first_life",), config=SHORT_GRACE, env=sqlite_store, key_group="store"),
-    ServerSpec(
-        "store-second", ("second_life",), SHORT_GRACE, env=sqlite_store, key_group="store", after=("store-first",)
-    ),
+    ServerSpec("store-second", ("second_life",), SHORT_GRACE, env=sqlite_store, key_group="store"),
     ServerSpec("replica-one", ("replicas",), config=SHORT_GRACE, env=postgres_store, key_group="store"),
     ServerSpec("replica-two", ("replicas",), config=SHORT_GRACE, env=postgres_store, key_group="store"),
     ServerSpec("bento", ("bento_server", "orphan_victim"), build=built_bento),

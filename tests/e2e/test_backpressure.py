@@ -1,7 +1,7 @@
 """Backpressure, request limits and hostile input, on a server with small limits.
 
 ``tests/configs/limited.yaml`` serves the chat model only, with 2 requests in flight plus 2 queued (429 with
-``Retry-After: 2`` beyond), ``max_tokens`` <= 256, ``n`` <= 2 and 64 KiB bodies. The same server serves the fuzz
+``Retry-After: 2`` beyond), ``max_tokens`` <= 128, ``n`` <= 2 and 64 KiB bodies. The same server serves the fuzz
 sample through the real engine (``test_fuzz.py``) and then has its engine killed (``test_engine_death.py``, marked
 ``ends_server``: it runs after them).
 """

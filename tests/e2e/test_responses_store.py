@@ -11,8 +11,8 @@
   other reads, lists, chains on, polls, cancels and deletes; another key sees none of it on either.
 
 ``tests/configs/short-grace.yaml`` serves the chat model alone (one engine starts faster than the default
-config's two) with a 3-second grace. Four servers (``tests.e2e.servers``): the first two one after the other on one
-SQLite file, the replicas booted ahead by the pool.
+config's two) with a 3-second grace. Four servers (``tests.e2e.servers``), all booted ahead by the pool: the first two
+on one SQLite file (the second is asked nothing until the first has stopped), and the replicas.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@ tests run. ``STARTERS`` threads boot them in that order while earlier tests run,
 servers up (or stopping) at once (``MAX_LIVE_ROOMY`` while memory allows): the session's default server boots while
 the unit tests run, and each other server while the tests before it run. ``get`` waits for a server; ``release``
 (after each test) stops the servers no later test needs, each in a thread of its own while the next tests run, and
-checks how they stopped: nothing left for SIGKILL, and for the default server a stop within 60 s and no line of the
-shutdown watchdog. A stop's problems fail the teardown of the test during which it ended (the last test's teardown
-waits for every stop). A run with no e2e test selected starts nothing.
+checks how they stopped: a spec's ``settle`` first (what must hold before the stop), then nothing left for SIGKILL,
+and for the default server a stop within 60 s and no line of the shutdown watchdog. A stop's problems fail the
+teardown of the test during which it ended (the last test's teardown waits for every stop). A run with no e2e test
+selected starts nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class ServerSpec:
     config: str = "configs/default.yaml"
     build: Callable[[ServerPool, Server], None] | None = None  # prepares the server (its config, target) at boot
     env: Callable[[ServerPool, Path], dict[str, str]] | None = None  # extra environment, given the server's directory
+    settle: Callable[[Server], None] | None = None  # waits for (and asserts) what must hold before its stop
     key_group: str = ""  # servers of one group share their API keys (a store's records belong to a key)
     check_watchdog: bool = False  # at its stop: within STOP_WITHIN and no watchdog line in its log
 
@@ -237,11 +239,16 @@ class ServerPool:
         return problems
 
     def stop(self, started: Started) -> list[str]:
-        """Stop and check one server (see the module docstring)."""
+        """Settle, stop and check one server (see the module docstring)."""
         server, spec, name = started.server, started.spec, started.spec.name
         if server.process is None:  # never launched: its boot failed before bentoml serve ran
             return []
         problems = []
+        if spec.settle is not None and server.process.poll() is None:
+            try:
+                spec.settle(server)
+            except Exception as exc:
+                problems.append(f"{name}: before its stop: {exc}")
         seconds = server.stop()
         if server.killed:
             problems.append(f"{name}: processes left running after SIGTERM: {server.killed}")

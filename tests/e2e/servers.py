@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from tests.e2e.pool import ServerPool, ServerSpec
+from tests.e2e.probes import wait_for
 from tests.e2e.server import BENTOML, ROOT, Server
 
 CHAT_MODEL = "smollm2-135m-instruct"
@@ -100,6 +101,13 @@ def postgres_store(pool: ServerPool, _directory: Path) -> dict[str, str]:
     return {"BENTO_OAI_STORE_URL": str(postgres.get_uri())}
 
 
+def serves_again(server: Server) -> None:
+    """The orphan test killed this server's worker: circus must start a new one, with new engines, that serves
+    (the old worker is gone, so a ready answer comes from the new one); checked before the pool stops it, while the
+    next tests run."""
+    wait_for(server.is_ready, 600, "a new worker ready after the SIGKILL of the old one", 2)
+
+
 SPECS = [
     ServerSpec("default", ("server",), check_watchdog=True),
     ServerSpec("limited", ("limited",), config="tests/configs/limited.yaml"),
@@ -111,6 +119,8 @@ SPECS = [
     ServerSpec("store-first", ("first_life",), config=SHORT_GRACE, env=sqlite_store, key_group="store"),
     ServerSpec("store-second", ("second_life",), SHORT_GRACE, env=sqlite_store, key_group="store"),
     ServerSpec("replica-one", ("replicas",), config=SHORT_GRACE, env=postgres_store, key_group="store"),
-    ServerSpec("replica-two", ("replicas",), config=SHORT_GRACE, env=postgres_store, key_group="store"),
-    ServerSpec("bento", ("bento_server", "orphan_victim"), build=built_bento),
+    ServerSpec(
+        "replica-two", ("replicas", "arbiter_victim"), config=SHORT_GRACE, env=postgres_store, key_group="store"
+    ),
+    ServerSpec("bento", ("bento_server", "worker_victim"), build=built_bento, settle=serves_again),
 ]

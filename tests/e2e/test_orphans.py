@@ -4,15 +4,15 @@
 which owns vLLM's engine processes (``VLLM::EngineCore`` and its ``VLLM::Worker``, one pair per model of
 ``configs/default.yaml``). The OOM killer or a supervisor's timeout can SIGKILL either:
 
-- the worker: its engine processes must be gone within 20 s, and circus starts a new worker, with new engines, that
-  must serve;
+- the worker: its engine processes must be gone within 20 s (circus then starts a new worker, with new engines, which
+  must serve: ``tests.e2e.servers.serves_again``, checked before the pool stops the server, while the next tests run);
 - the arbiter: the worker and its engines must be gone within 20 s, and the port is free for a new server (bound
   here as uvicorn binds it: nothing of the old server holds it).
 
-Both tests use the built Bento's server (``tests.e2e.servers``: ``bentoml serve <tag>``, the default config, as it
-ships), after test_bento's: the worker test runs first; the arbiter test (``ends_server``) waits for the new worker
-to serve, so the arbiter it kills owns a worker that circus restarted.
-Each test remembers every process it saw and kills the survivors by pid, whether it passed or not.
+Each test is the last one on a server the pool boots anyway (``tests.e2e.servers``): the worker test on the built
+Bento's (``bentoml serve <tag>``, the default config's two models, after test_bento), the arbiter test on the second
+PostgreSQL replica (the chat model alone, after the replica tests). Each remembers every process it saw and kills
+the survivors by pid, whether it passed or not.
 """
 
 from __future__ import annotations
@@ -25,10 +25,8 @@ import psutil
 import pytest
 
 from tests.e2e.pool import ServerPool
-from tests.e2e.probes import wait_for
 from tests.e2e.server import Server, port_is_free, still_alive
 
-MODELS = 2  # chat and embeddings: an EngineCore and a Worker each
 WORKER_MODULE = "_bentoml_impl.worker.service"
 WITHIN = 20  # seconds: the bound the issue sets
 
@@ -61,19 +59,32 @@ def killed_at_the_end(processes: list[psutil.Process]) -> Iterator[None]:
         psutil.wait_procs(processes, timeout=10)
 
 
+def assert_engines(processes: list[psutil.Process], models: int) -> None:
+    """An ``EngineCore`` and a ``Worker`` per model."""
+    engines = sorted(command_line(p).split()[0] for p in engine_processes(processes))
+    assert engines == ["VLLM::EngineCore"] * models + ["VLLM::Worker"] * models, engines
+
+
 @pytest.fixture
-def orphan_victim(pool: ServerPool) -> Server:
-    """The built Bento's server (the default config), whose worker, then arbiter, the tests kill."""
+def worker_victim(pool: ServerPool) -> Server:
+    """The built Bento's server (the default config: chat and embeddings), whose worker the test kills."""
     return pool.get("bento")
 
 
+@pytest.fixture
+def arbiter_victim(pool: ServerPool) -> Server:
+    """The second replica (``tests/configs/short-grace.yaml``: the chat model alone), whose arbiter the test kills
+    (the pool's stop after it returns at once)."""
+    return pool.get("replica-two")
+
+
 @pytest.mark.slow
-def test_sigkill_of_the_worker_takes_its_engine_processes_along(orphan_victim: Server) -> None:
-    server = orphan_victim
+@pytest.mark.ends_server
+def test_sigkill_of_the_worker_takes_its_engine_processes_along(worker_victim: Server) -> None:
+    server = worker_victim
     [worker] = workers_of(server)
     processes = [p for p in server.tree() if p.pid != worker.ppid()]  # all but the arbiter
-    engines = engine_processes(processes)
-    assert len(engines) == 2 * MODELS, f"engine processes: {engines}"
+    assert_engines(processes, models=2)
     with killed_at_the_end(processes):
         worker.send_signal(signal.SIGKILL)
         _, alive = psutil.wait_procs(processes, timeout=WITHIN)
@@ -84,13 +95,11 @@ def test_sigkill_of_the_worker_takes_its_engine_processes_along(orphan_victim: S
 
 @pytest.mark.slow
 @pytest.mark.ends_server
-def test_sigkill_of_the_arbiter_takes_the_worker_and_its_engines_along(orphan_victim: Server) -> None:
-    server = orphan_victim
+def test_sigkill_of_the_arbiter_takes_the_worker_and_its_engines_along(arbiter_victim: Server) -> None:
+    server = arbiter_victim
     assert server.process is not None
-    # After the worker test, circus runs a new worker (the old one is gone, so a ready answer comes from the new one).
-    wait_for(server.is_ready, 600, "a worker ready (a new one, if the worker test killed the first)", 2)
     processes = [p for p in server.tree() if p.pid != server.process.pid]
-    assert len(engine_processes(processes)) == 2 * MODELS, processes
+    assert_engines(processes, models=1)
     with killed_at_the_end(processes):
         server.process.send_signal(signal.SIGKILL)
         server.process.wait(10)

@@ -12,7 +12,8 @@
 
 ``tests/configs/short-grace.yaml`` serves the chat model alone (one engine starts faster than the default
 config's two) with a 3-second grace. Four servers (``tests.e2e.servers``), all booted ahead by the pool: the first two
-on one SQLite file (the second is asked nothing until the first has stopped), and the replicas.
+on one SQLite file (the second is asked nothing until the first has stopped), and the replicas (test_orphans then
+SIGKILLs the second replica's arbiter).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 One server per distinct config, shared by every module that uses it; configs that do not conflict are merged
 (``tests/configs/queue-and-hermes.yaml``; the greedy model copy with auth disabled). A server a test ends (SIGTERM,
-SIGKILL, a killed engine) is used by that test alone, or by tests that run before it (``ends_server``).
+SIGKILL, a killed engine) is used by that test alone, or by tests that run before it (``ends_server``): the drain
+test ends the default server (its SIGTERM is the default server's graceful stop), the grace test the first replica
+(its config has the 3-second grace), the arbiter's SIGKILL the second replica, the worker's the built Bento's.
 """
 
 from __future__ import annotations
@@ -109,16 +111,14 @@ def serves_again(server: Server) -> None:
 
 
 SPECS = [
-    ServerSpec("default", ("server",), check_watchdog=True),
+    ServerSpec("default", ("server", "drain_server"), check_watchdog=True),
     ServerSpec("limited", ("limited",), config="tests/configs/limited.yaml"),
     ServerSpec("deadline", ("deadline_server",), config="tests/configs/short-deadline.yaml"),
     ServerSpec("queue-and-hermes", ("engine_queue", "hermes"), config="tests/configs/queue-and-hermes.yaml"),
     ServerSpec("greedy-open", ("greedy_server", "open_server"), build=greedy_config),
-    ServerSpec("drain", ("drain_server",), config="tests/configs/drain.yaml"),
-    ServerSpec("grace", ("grace_server",), config=SHORT_GRACE),
     ServerSpec("store-first", ("first_life",), config=SHORT_GRACE, env=sqlite_store, key_group="store"),
     ServerSpec("store-second", ("second_life",), SHORT_GRACE, env=sqlite_store, key_group="store"),
-    ServerSpec("replica-one", ("replicas",), config=SHORT_GRACE, env=postgres_store, key_group="store"),
+    ServerSpec("replica-one", ("replicas", "grace_server"), config=SHORT_GRACE, env=postgres_store, key_group="store"),
     ServerSpec(
         "replica-two", ("replicas", "arbiter_victim"), config=SHORT_GRACE, env=postgres_store, key_group="store"
     ),

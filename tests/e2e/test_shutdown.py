@@ -1,8 +1,9 @@
-"""Graceful shutdown, each case on a server of its own that its test ends.
+"""Graceful shutdown; each test ends a shared server after that server's other tests (``ends_server``).
 
-``tests/configs/drain.yaml`` (a 60-second grace): on SIGTERM, streams in flight finish, new requests are refused,
-and the whole process tree exits. ``tests/configs/short-grace.yaml``: requests still running when the grace ends
-are answered, never cut: a stream gets an error frame and ``[DONE]``, a waiting request a 503.
+The default server (``configs/default.yaml``, the 30-second default grace): on SIGTERM, streams in flight finish, new
+requests are refused, and the whole process tree exits. The first replica (``tests/configs/short-grace.yaml``):
+requests still running when the grace ends are answered, never cut: a stream gets an error frame and ``[DONE]``, a
+waiting request a 503.
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ MESSAGES: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "Write a long story about a lighthouse keeper."}
 ]
 # 24 tokens could end before a third stream had started (CI); 3 x 200 took 25 s here beside an idle server.
-# 120 tokens overlap for seconds and end well inside the 60-second grace.
+# 120 tokens overlap for seconds and end well inside the 30-second grace.
 STREAM_TOKENS = 120
 
 
-# --- SIGTERM lets streams finish (a server of its own, ended by its test) -----------------------------------
+# --- SIGTERM lets streams finish (the default server, ended by this test) ----------------------------------
 
 
 def short_stream_body() -> dict[str, Any]:
@@ -139,10 +140,11 @@ def refused_after_drain(server: Server, timeout: float) -> str:
 
 @pytest.fixture(scope="module")
 def drain_server(pool: ServerPool) -> Server:
-    return pool.get("drain")  # the test ends it: the pool's stop then returns at once
+    return pool.get("default")  # the test ends it: the pool's stop then checks its log for the watchdog
 
 
 @pytest.mark.slow
+@pytest.mark.ends_server
 def test_sigterm_finishes_streams_refuses_new_requests_and_exits_clean(drain_server: Server) -> None:
     assert drain_server.process is not None
     processes = drain_server.tree()
@@ -177,12 +179,12 @@ def test_sigterm_finishes_streams_refuses_new_requests_and_exits_clean(drain_ser
     assert drain_server.stop() < 30
 
 
-# --- the end of the grace (a server of its own, ended by its test) ------------------------------------------
+# --- the end of the grace (the first replica, ended by this test) ------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def grace_server(pool: ServerPool) -> Server:
-    return pool.get("grace")  # the test ends it: the pool's stop then returns at once
+    return pool.get("replica-one")  # the test ends it: the pool's stop then returns at once
 
 
 @dataclass
@@ -243,6 +245,7 @@ def shutdown_frame(run: StreamRun) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.ends_server
 def test_when_the_grace_ends_streams_get_an_error_frame_and_waiting_requests_a_503(grace_server: Server) -> None:
     assert grace_server.process is not None
     processes = grace_server.tree()

@@ -33,8 +33,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# Imports the embedded models, then decides `dtype: auto` for CONFIG's models on this machine (once: recorded).
 models: install
 	@$(BIN)/python scripts/import_models.py
+	@$(BIN)/python scripts/decide_dtype.py $(CONFIG)
 
 .secrets/api-key:
 	@mkdir -p .secrets
@@ -76,8 +78,13 @@ browser:
 e2e: models browser
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-test: lint models browser
-	$(BIN)/pytest tests $(PYTEST_ARGS)
+# Lint (one core, ~50 s) runs beside the tests instead of before them; its output follows theirs, and either failing
+# fails `make test`.
+test: install models browser
+	@lint_log=$$(mktemp); $(MAKE) --no-print-directory lint > $$lint_log 2>&1 & lint=$$!; \
+	$(BIN)/pytest tests $(PYTEST_ARGS); tests=$$?; \
+	wait $$lint; linted=$$?; echo ">>> lint"; cat $$lint_log; rm -f $$lint_log; \
+	[ $$tests -eq 0 ] && [ $$linted -eq 0 ]
 
 # llama.cpp's server for `make bench` lives in its own venv, built once (compiling llama.cpp takes ~14 min on
 # 2 cores) and kept: it is no dependency of the service, and its server's pins must not move the service's.

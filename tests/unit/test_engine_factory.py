@@ -29,7 +29,7 @@ class Starts:
         self.most_at_once = 0
         self.lock = threading.Lock()
 
-    def __call__(self, model: ModelConfig, model_path: str, shutdown_grace: float) -> ServedModel:
+    def __call__(self, model: ModelConfig, model_path: str, shutdown_grace: float, on_cpu: bool) -> ServedModel:
         with self.lock:
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
@@ -42,21 +42,19 @@ class Starts:
         return ServedModel(model.id, model.task, engine)
 
 
-@pytest.mark.parametrize("concurrently", [True, False])
-async def test_engines_are_registered_in_configuration_order(
-    monkeypatch: pytest.MonkeyPatch, concurrently: bool
-) -> None:
+@pytest.mark.parametrize("on_cpu", [True, False])
+async def test_engines_are_registered_in_configuration_order(monkeypatch: pytest.MonkeyPatch, on_cpu: bool) -> None:
     starts = Starts()
     monkeypatch.setattr(factory, "start_model", starts)
     registry = ModelRegistry()
-    await factory.start_models(registry, [(m, "") for m in MODELS], 30, concurrently=concurrently)
+    await factory.start_models(registry, [(m, "") for m in MODELS], 30, on_cpu=on_cpu)
     assert [model.id for model in registry.models()] == ["slow-chat", "embed"]
-    assert starts.most_at_once == (2 if concurrently else 1)
+    assert starts.most_at_once == (2 if on_cpu else 1)
 
 
 async def test_a_failed_start_is_raised_after_the_others_are_registered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(factory, "start_model", Starts(failing="slow-chat"))
     registry = ModelRegistry()
     with pytest.raises(RuntimeError, match="slow-chat did not start"):
-        await factory.start_models(registry, [(m, "") for m in MODELS], 30, concurrently=True)
+        await factory.start_models(registry, [(m, "") for m in MODELS], 30, on_cpu=True)
     assert [model.id for model in registry.models()] == ["embed"]  # so the shutdown hook stops it

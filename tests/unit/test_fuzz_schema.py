@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from openai_routes.core.limits import Limits
 from openai_routes.server.auth import KeyRing
 from openai_routes.store.book import ResponseBook
-from tests.fuzzing import FuzzTally, fuzz_schema
+from tests.fuzzing import FuzzTally, fuzz_schema, server_error
 from tests.unit.fakes import CHAT_MODEL, EMBED_MODEL, FakeEmbedEngine, FakeGenerateEngine, build_app, fake_registry
 
 KEY = "sk-unit-fuzz-key"
@@ -141,3 +141,13 @@ def test_ten_thousand_fuzzed_cases_get_no_5xx_and_no_422(request: pytest.Fixture
     assert schema_wide.cases + served.cases >= MINIMUM_CASES
     assert served.statuses[200] > SERVED_EXAMPLES, "few fuzz cases reached the engines"
     assert schema_wide.statuses[400] > 0 and schema_wide.statuses[404] > 0, schema_wide.statuses
+
+
+def test_a_server_error_is_read_from_the_bodys_structure_not_from_echoed_text() -> None:
+    envelope = '{"error": {"message": "m", "type": "server_error", "param": null, "code": null}}'
+    assert server_error(envelope)
+    assert server_error(f"data: {{}}\n\ndata: {envelope}\n\ndata: [DONE]\n\n")  # a chat stream's error frame
+    failed = '{"type": "response.failed", "response": {"status": "failed", "error": {"code": "server_error"}}}'
+    assert server_error(f"event: response.failed\ndata: {failed}\n\n")
+    assert not server_error('{"object": "response", "instructions": "server_error", "error": null}')
+    assert not server_error('{"error": {"message": "server_error", "type": "invalid_request_error"}}')

@@ -73,8 +73,7 @@ class BentoOAIService:
     @bentoml.on_startup
     async def start_engines(self) -> None:
         lifecycle.install()  # SIGTERM drain, and no engine process outliving the worker (nor the worker its arbiter)
-        for name, value in CONFIG.env.items():
-            os.environ.setdefault(name, value)
+        CONFIG.export_env()
         keyring.configure(CONFIG.auth.mode, os.environ.get("BENTO_OAI_API_KEYS"), CONFIG.auth.keys_file)
         store = CONFIG.store
         await book.open(

@@ -8,6 +8,7 @@ autoscaler) gets, and the environment the engines need. Secrets never live here:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -177,6 +178,11 @@ class ServiceConfig(StrictModel):
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS; empty (the default) means CORS stays off."
     )
+
+    def export_env(self) -> None:
+        """``env`` into this process's environment, under what is already set (vLLM's processes inherit it)."""
+        for name, value in self.env.items():
+            os.environ.setdefault(name, value)
 
     @staticmethod
     def path(path: str | Path) -> Path:

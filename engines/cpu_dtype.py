@@ -113,6 +113,7 @@ def recorded_dtype(model_path: str, engine_args: dict[str, Any]) -> Decision:
             return Decision(**json.loads(path.read_text()))
         logger.info("dtype auto: deciding for %s on this CPU (a bf16-vs-fp32 check, about a minute)", model_path)
         decision = decide(model_path, engine_args, cpuinfo)
+        logger.info("dtype auto: decided %s in %.0f s, recorded in %s", decision.dtype, decision.seconds, path)
         path.write_text(json.dumps(asdict(decision)))
         return decision
 

@@ -66,10 +66,8 @@ async def start_models(
     sizes its KV cache from the device memory it finds free, which an engine starting beside it would be taking.
     """
     if not on_cpu:
-        for model, path in models:
-            registry.add(
-                start_model(model, path, shutdown_grace, on_cpu)
-            )  # on the loop, which vLLM starts its tasks on
+        for model, path in models:  # on the loop, which vLLM starts its tasks on
+            registry.add(start_model(model, path, shutdown_grace, on_cpu))
         return
     starts = [asyncio.to_thread(start_model, model, path, shutdown_grace, on_cpu) for model, path in models]
     results = await asyncio.gather(*starts, return_exceptions=True)

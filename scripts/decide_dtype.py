@@ -16,8 +16,6 @@ from settings import DEFAULT_CONFIG, load_config
 
 
 def main() -> None:
-    import os
-
     import bentoml
 
     from engines.cpu_dtype import resolve_dtype
@@ -25,8 +23,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[decide-dtype] %(message)s")
     logging.getLogger("engines").setLevel(logging.INFO)
     config = load_config(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_CONFIG)
-    for name, value in config.env.items():
-        os.environ.setdefault(name, value)
+    config.export_env()
     for model in config.models:
         if model.engine.get("dtype", "auto") == "auto" and model.source.bentoml:
             path = str(bentoml.models.get(model.source.bentoml).path)

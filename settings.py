@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from engines.cpu_levers import export_cpu_levers
 from engines.generation_defaults import GENERATION_FIELDS, unknown_fields
 from openai_routes.core.limits import Limits
 
@@ -180,9 +181,12 @@ class ServiceConfig(StrictModel):
     )
 
     def export_env(self) -> None:
-        """``env`` into this process's environment, under what is already set (vLLM's processes inherit it)."""
+        """``env`` into this process's environment, under what is already set, and on CPU the measured levers
+        under both (``engines.cpu_levers``); vLLM's processes inherit it."""
         for name, value in self.env.items():
             os.environ.setdefault(name, value)
+        if self.platform == "cpu":
+            export_cpu_levers()
 
     @staticmethod
     def path(path: str | Path) -> Path:

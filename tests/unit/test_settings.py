@@ -161,6 +161,9 @@ def test_the_engine_environment_is_exported_under_what_is_already_set(monkeypatc
     )
     monkeypatch.delenv("BENTO_OAI_T1", raising=False)
     monkeypatch.setenv("BENTO_OAI_T2", "operator")
+    for lever in ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU"):  # undone after the test
+        monkeypatch.setenv(lever, "placeholder")
+        monkeypatch.delenv(lever)
     config.export_env()
     assert (os.environ["BENTO_OAI_T1"], os.environ["BENTO_OAI_T2"]) == ("config", "operator")
     monkeypatch.delenv("BENTO_OAI_T1")

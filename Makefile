@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 BENCH_VENV := .venv-bench
 BENCH_ARGS ?=
 
-.PHONY: install models browser serve build test unit e2e lint format bench clean
+.PHONY: install models browser serve build container container-tools test test-container unit e2e lint format bench clean
 .DEFAULT_GOAL := serve
 
 $(BIN)/python:
@@ -53,6 +53,27 @@ build: models
 	@echo ">>> building a Bento for $(CONFIG) (its models, configs and image definition)"
 	$(BIN)/bentoml build --arg config=$(CONFIG)
 
+# The Bento's OCI image (`bentoml containerize`: Docker where its daemon answers, else podman or buildah); the image
+# reference is the last line. Where the base image cannot be pulled, a local stand-in is built (and said so).
+container: models container-tools
+	$(BIN)/python scripts/container.py --config $(CONFIG)
+
+# podman, buildah, runc and mmdebstrap from Debian (as root), unless Docker or podman is here already.
+container-tools:
+	@{ command -v docker >/dev/null && docker info >/dev/null 2>&1; } || \
+	{ command -v podman >/dev/null && command -v mmdebstrap >/dev/null; } || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo ">>> installing Debian's podman, buildah, runc and mmdebstrap"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah runc mmdebstrap >/dev/null; \
+		else \
+			echo ">>> no container builder: install Docker, or podman and mmdebstrap (apt-get install podman mmdebstrap)"; exit 1; \
+		fi; }
+
+# The container's own suite (CI runs it after `make test`): builds the image as `make container` does, runs it as
+# a user would, and removes every image, container and volume it made (~15 min on a fresh machine).
+test-container: models container-tools
+	$(BIN)/pytest tests/container $(PYTEST_ARGS)
+
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
@@ -82,17 +103,18 @@ e2e: models browser
 # fails `make test`.
 test: install models browser
 	@lint_log=$$(mktemp); $(MAKE) --no-print-directory lint > $$lint_log 2>&1 & lint=$$!; \
-	$(BIN)/pytest tests $(PYTEST_ARGS); tests=$$?; \
+	$(BIN)/pytest tests --ignore=tests/container $(PYTEST_ARGS); tests=$$?; \
 	wait $$lint; linted=$$?; echo ">>> lint"; cat $$lint_log; rm -f $$lint_log; \
 	[ $$tests -eq 0 ] && [ $$linted -eq 0 ]
 
 # llama.cpp's server for `make bench` lives in its own venv, built once (compiling llama.cpp takes ~14 min on
 # 2 cores) and kept: it is no dependency of the service, and its server's pins must not move the service's.
-$(BENCH_VENV)/.installed: pyproject.toml
+$(BENCH_VENV)/.installed: pyproject.toml benchmarks/llama_flags.py
 	@echo ">>> building llama-cpp-python[server] into $(BENCH_VENV) (compiles llama.cpp: ~14 min on 2 cores, once)"
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --upgrade "pip>=25.1"
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BENCH_VENV)/bin/pip install --progress-bar on --group bench-llama
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) CMAKE_ARGS="$$($(PYTHON) benchmarks/llama_flags.py)" \
+		$(BENCH_VENV)/bin/pip install --no-cache-dir --progress-bar on --group bench-llama
 	touch $@
 
 $(VENV)/.bench-installed: pyproject.toml | $(VENV)/.installed

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -128,6 +129,13 @@ def answer(model_path: str, dtype: str, engine_args: dict[str, Any], score: list
     return Answers(prompts, tokens, logprobs, scored)
 
 
+def cause(stderr: str) -> str:
+    """The last exception line of a failed run's stderr (after it, vLLM and Python print only shutdown noise)."""
+    lines = stderr.strip().splitlines()
+    errors = [line for line in lines if re.match(r"^(\([^)]*\) )?[\w.]*(Error|Exception)\b", line)]
+    return (errors or lines or ["no output"])[-1].strip()
+
+
 def answer_apart(model_path: str, dtype: str, engine_args: dict[str, Any], score: list[list[int]] | None) -> Answers:
     """``answer`` in a process of its own (vLLM's engine and its memory go with it)."""
     with tempfile.TemporaryDirectory(prefix="bento-oai-dtype-") as directory:
@@ -144,7 +152,7 @@ def answer_apart(model_path: str, dtype: str, engine_args: dict[str, Any], score
             text=True,
         )
         if done.returncode != 0:
-            raise RuntimeError(f"the {dtype} check run failed: {done.stderr.strip().splitlines()[-1:]}")
+            raise RuntimeError(f"the {dtype} check run failed: {cause(done.stderr)}")
         return Answers(**json.loads(result.read_text()))
 
 

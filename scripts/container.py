@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,8 +28,9 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from base_standin import build_standin  # noqa: E402  (beside this script)
+
 from bento_image import pip_config, pip_sources  # noqa: E402
-from scripts.base_standin import build_standin  # noqa: E402
 
 # podman's default open-files limit for containers is above what some hosts (sandboxes) allow; this file
 # leaves containers the runtime's limits. Used only where CONTAINERS_CONF is not set already.
@@ -132,7 +134,9 @@ def main() -> None:
     say(f"containerizing {tag} with {tool}")
     import bentoml
 
-    bentoml.container.build(tag, backend=tool, image_tag=(image,), **build_options(tool))
+    # Its overloads type `volume` as one mount; a list becomes one `--volume` flag per mount.
+    build: Callable[..., Any] = bentoml.container.build
+    build(tag, backend=tool, image_tag=(image,), **build_options(tool))
     print(image)
 
 

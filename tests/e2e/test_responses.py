@@ -214,6 +214,17 @@ def test_replayed_output_items_are_accepted(client: openai.OpenAI, paris: Respon
     assert_same_run(answer, oracle)
 
 
+def test_input_tokens_count_what_a_create_reports(client: openai.OpenAI, paris: Response) -> None:
+    """``client.responses.input_tokens.count``: the same input rules as create (chain, instructions, tools)."""
+    counted = client.responses.input_tokens.count(model=CHAT_MODEL, input=FRANCE)
+    assert counted.object == "response.input_tokens"
+    assert paris.usage is not None and counted.input_tokens == paris.usage.input_tokens
+    chain: dict[str, Any] = {"previous_response_id": paris.id, "instructions": "Answer briefly.", "tools": [WEATHER]}
+    chained = client.responses.input_tokens.count(model=CHAT_MODEL, input="And of Spain?", **chain)
+    created = respond(client, "And of Spain?", max_output_tokens=16, **chain)
+    assert created.usage is not None and chained.input_tokens == created.usage.input_tokens > counted.input_tokens
+
+
 def test_instructions_are_a_system_message_and_echoed(client: openai.OpenAI) -> None:
     instructions = "You are a pirate. Answer like one."
     answer = respond(client, instructions=instructions)

@@ -404,3 +404,19 @@ async def test_vllm_sampling_extras_reach_the_engine(h: Harness) -> None:
     assert (options.ignore_eos, options.top_k, options.seed) == (True, 5, 7)
     response = await h.client.post("/responses", json={"model": CHAT_MODEL, "input": "Hi", "top_k": -2})
     assert error_of(response, 400)["param"] == "top_k"
+
+
+async def test_input_tokens_are_what_a_create_reports_and_nothing_runs(h: Harness) -> None:
+    first = await create(h, instructions="First rules.")
+    fields = {"input": "Again", "previous_response_id": first["id"], "instructions": "Other rules.", "tools": [TOOL]}
+    steps = len(h.generator.calls)
+    counted = await h.client.post("/responses/input_tokens", json={"model": CHAT_MODEL, **fields})
+    assert counted.status_code == 200, counted.text
+    assert set(counted.json()) == {"object", "input_tokens"} and counted.json()["object"] == "response.input_tokens"
+    assert len(h.generator.calls) == steps, "counting runs nothing"
+    created = await create(h, **fields)
+    assert counted.json()["input_tokens"] == created["usage"]["input_tokens"] > 0
+    refused = await h.other.post("/responses/input_tokens", json={"model": CHAT_MODEL, **fields})
+    assert error_of(refused, 400)["code"] == "previous_response_not_found"  # another key's chain is not theirs
+    bad = await h.client.post("/responses/input_tokens", json={"model": CHAT_MODEL, "input": []})
+    assert error_of(bad, 400)["param"] == "input"

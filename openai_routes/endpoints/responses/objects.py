@@ -117,6 +117,13 @@ class Response(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
+class InputTokenCount(BaseModel):
+    """``POST /v1/responses/input_tokens``: what a create with the same body would report as ``input_tokens``."""
+
+    object: Literal["response.input_tokens"] = "response.input_tokens"
+    input_tokens: int
+
+
 class DeletedResponse(BaseModel):
     id: str
     object: Literal["response"] = "response"

@@ -3,6 +3,7 @@
 - ``POST /v1/responses``: generate, as one ``response`` object, as a stream of typed events, or in the background
 - ``GET /v1/responses/{id}``, ``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``
 - ``POST /v1/responses/{id}/cancel``: stop a background response
+- ``POST /v1/responses/input_tokens``: the ``input_tokens`` a create with the same body would report, without a run
 
 A response runs as a chat request (``ResponsesRequest.chat_request``, ``pipeline.prepare.prepare_chat``): the same
 rendering, limits, formats and tool calls, the same ``pipeline.run.GenerationRun``, read into Responses items
@@ -20,15 +21,16 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response as HTTPResponse
 
 from openai_routes.core.context import current
+from openai_routes.core.engine import GenerateEngine
 from openai_routes.core.errors import APIError, as_api_error, bad_request
 from openai_routes.core.limits import Limits
 from openai_routes.core.registry import ModelRegistry
 from openai_routes.endpoints.answer import answer, collect
 from openai_routes.endpoints.responses.input_items import new_id, prompt_messages, stored_item
-from openai_routes.endpoints.responses.objects import DeletedResponse, InputItemList, Response
+from openai_routes.endpoints.responses.objects import DeletedResponse, InputItemList, InputTokenCount, Response
 from openai_routes.endpoints.responses.protocol import ResponsesRequest
 from openai_routes.endpoints.responses.wire import ResponseWire
-from openai_routes.pipeline.prepare import prepare_chat
+from openai_routes.pipeline.prepare import PreparedChat, prepare_chat
 from openai_routes.pipeline.run import GenerationRun, RunSettings
 from openai_routes.server.admission import SLOT_KEY, Slot
 from openai_routes.server.auth import key_owner
@@ -120,9 +122,8 @@ class ResponseJob:
 def create_router(registry: ModelRegistry, limits: Limits, runs: RunSettings, book: ResponseBook) -> APIRouter:
     router = APIRouter(route_class=StrictJSONRoute)
 
-    @router.post("/responses", response_model=None)
-    async def create_response(request: ResponsesRequest, http: Request) -> Response | HTTPResponse:
-        owner = key_owner(http.scope)
+    async def prepare(request: ResponsesRequest, owner: str) -> tuple[str, GenerateEngine, PreparedChat]:
+        """The request as the chat request it runs as: its chain's history, instructions, input and tools."""
         served, engine = registry.generator(request.model)
         current().model = served.id
         history = await book.history(request.previous_response_id, owner) if request.previous_response_id else []
@@ -130,11 +131,22 @@ def create_router(registry: ModelRegistry, limits: Limits, runs: RunSettings, bo
         prepared = await prepare_chat(
             request.chat_request(messages), engine, limits, max_tokens_param="max_output_tokens", input_param="input"
         )
+        return served.id, engine, prepared
+
+    @router.post("/responses/input_tokens")
+    async def count_input_tokens(request: ResponsesRequest, http: Request) -> InputTokenCount:
+        _, _, prepared = await prepare(request, key_owner(http.scope))
+        return InputTokenCount(input_tokens=len(prepared.input.prompt_ids))
+
+    @router.post("/responses", response_model=None)
+    async def create_response(request: ResponsesRequest, http: Request) -> Response | HTTPResponse:
+        owner = key_owner(http.scope)
+        model, engine, prepared = await prepare(request, owner)
         job = ResponseJob(
             book,
             owner,
             request,
-            lambda id: GenerationRun(engine, served.id, [prepared.input], prepared.reading, id, runs),
+            lambda id: GenerationRun(engine, model, [prepared.input], prepared.reading, id, runs),
         )
         if request.background:
             await book.save(job.record)

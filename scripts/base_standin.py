@@ -16,8 +16,8 @@ from pathlib import Path
 PACKAGES = ("python3.11", "python3.11-dev", "python3-pip", "python-is-python3", "ca-certificates")
 
 
-def build_standin(tool: str, image: str) -> None:
-    if tool != "podman" and shutil.which("podman") is None:
+def build_standin(image: str) -> None:
+    if shutil.which("podman") is None:
         sys.exit("the base image's stand-in is imported with podman, which is missing (`make container-tools`)")
     if shutil.which("mmdebstrap") is None:
         sys.exit("the base image cannot be pulled and mmdebstrap is missing (`make container-tools`)")

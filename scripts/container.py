@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import bentoml
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -58,10 +60,6 @@ def backend() -> str:
     sys.exit("no container builder: install Docker, or podman (`make container-tools` as root on Debian)")
 
 
-def container_env() -> dict[str, str]:
-    return {"CONTAINERS_CONF": str(CONTAINERS_CONF), **os.environ}
-
-
 def bentoml_cli(*args: str) -> str:
     command = [str(Path(sys.executable).parent / "bentoml"), *args]
     return subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
@@ -81,14 +79,20 @@ def base_image(bento_tag: str) -> str:
     return next(line.split()[1] for line in path.read_text().splitlines() if line.startswith("FROM "))
 
 
+def has_image(tool: str, image: str) -> bool:
+    """In local storage already (``images --quiet`` is the one spelling docker, podman and buildah share)."""
+    listed = subprocess.run([tool, "images", "--quiet", image], capture_output=True, text=True, check=False)
+    return listed.returncode == 0 and bool(listed.stdout.strip())
+
+
 def ensure_base(tool: str, image: str) -> None:
     """The base image, pulled; where no registry answers (podman/buildah only), the local stand-in."""
-    if tool == "docker" or answers(tool, "image", "exists", image) or answers(tool, "pull", "-q", image):
+    if tool == "docker" or has_image(tool, image) or answers(tool, "pull", "-q", image):
         return
     say(f"{image} cannot be pulled here (no registry access): building a LOCAL STAND-IN for it (Debian bookworm's")
     say("Python 3.11 from mmdebstrap, tagged with that name). It is for this machine only; nothing in the Bento")
     say("depends on it, and with registry access the real image is pulled instead.")
-    build_standin(tool, image)
+    build_standin(image)
 
 
 def local_paths(config: dict[str, str]) -> list[str]:
@@ -127,13 +131,11 @@ def main() -> None:
     args = parser.parse_args()
     tool = backend()
     if tool != "docker":
-        os.environ.update(container_env())
+        os.environ.setdefault("CONTAINERS_CONF", str(CONTAINERS_CONF))
     tag = build_bento(args.config)
     ensure_base(tool, base_image(tag))
     image = tag  # bento-oai:<version>, as containerize names it by default
     say(f"containerizing {tag} with {tool}")
-    import bentoml
-
     # Its overloads type `volume` as one mount; a list becomes one `--volume` flag per mount.
     build: Callable[..., Any] = bentoml.container.build
     build(tag, backend=tool, image_tag=(image,), **build_options(tool))

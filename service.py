@@ -76,12 +76,7 @@ class BentoOAIService:
         CONFIG.export_env()
         keyring.configure(CONFIG.auth.mode, os.environ.get("BENTO_OAI_API_KEYS"), CONFIG.auth.keys_file)
         store = CONFIG.store
-        await book.open(
-            store.database_url(os.environ),
-            ttl=store.ttl,
-            max_response_bytes=store.max_response_bytes,
-            purge_every=store.purge_every,
-        )
+        await book.open(store.database_url(os.environ), store.limits(), purge_every=store.purge_every)
         models = [(model, self.model_path(index, model)) for index, model in enumerate(CONFIG.models)]
         await start_models(registry, models, CONFIG.limits.shutdown_grace, on_cpu=CONFIG.platform == "cpu")
         freeze_startup_heap()

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from engines.cpu_levers import export_cpu_levers
 from engines.generation_defaults import GENERATION_FIELDS, unknown_fields
 from openai_routes.core.limits import Limits
+from openai_routes.store.state import StoreLimits
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = "configs/default.yaml"
@@ -142,17 +143,27 @@ STORE_URL_ENV = "BENTO_OAI_STORE_URL"
 
 
 class StoreConfig(StrictModel):
-    """Where stored responses (``/v1/responses``) live and for how long. The database URL may hold a password, so
-    it comes only from the environment (``BENTO_OAI_STORE_URL``); without it, SQLite in ``data_dir``."""
+    """Where stored responses, conversations and stored chat completions live and for how long. The database URL may
+    hold a password, so it comes only from the environment (``BENTO_OAI_STORE_URL``); without it, SQLite in
+    ``data_dir``."""
 
-    ttl: int = Field(default=30 * 86400, gt=0, description="Seconds a stored response is kept (OpenAI: 30 days).")
-    purge_every: float = Field(default=3600, gt=0, description="Seconds between two purges of expired responses.")
-    max_response_bytes: int = Field(
-        default=4 * 1024 * 1024, gt=0, description="Largest stored response (its input items plus the response)."
+    ttl: int = Field(
+        default=30 * 86400, gt=0, description="Seconds a record is kept after its last change (OpenAI: 30 days)."
     )
+    purge_every: float = Field(default=3600, gt=0, description="Seconds between two purges of expired records.")
+    max_response_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        gt=0,
+        description="Largest stored record: a response with its input items, a chat completion with its messages, "
+        "one write of conversation items.",
+    )
+    max_conversation_items: int = Field(default=10_000, gt=0, description="Most items one conversation holds.")
     data_dir: str = Field(
         default=".data", description="Directory of the SQLite file, relative to the project unless absolute."
     )
+
+    def limits(self) -> StoreLimits:
+        return StoreLimits(self.ttl, self.max_response_bytes, self.max_conversation_items)
 
     def database_url(self, environ: Mapping[str, str]) -> str:
         if url := environ.get(STORE_URL_ENV):

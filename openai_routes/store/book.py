@@ -21,7 +21,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from openai_routes.core.errors import APIError, bad_request, service_unavailable
-from openai_routes.store import ResponseRecord, ResponseStore, StoreFullError
+from openai_routes.store import ResponseRecord, ResponseStore, StateStore, StoreFullError, StoreLimits
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +43,14 @@ def failed(record: ResponseRecord, error: dict[str, str]) -> ResponseRecord:
 class ResponseBook:
     def __init__(self, stale_after: float) -> None:
         self.stale_after = stale_after  # seconds after which an unfinished response cannot still be running
-        self._store: ResponseStore | None = None
+        self._state: StateStore | None = None
         self.runs: dict[str, asyncio.Task[None]] = {}
         self.cancelled: set[str] = set()
         self.purger: asyncio.Task[None] | None = None
 
-    async def open(self, url: str, *, ttl: int, max_response_bytes: int, purge_every: float) -> None:
-        self._store = await ResponseStore.open(url, ttl=ttl, max_response_bytes=max_response_bytes)
-        self.purger = asyncio.create_task(self._store.run_purger(purge_every))
+    async def open(self, url: str, limits: StoreLimits, *, purge_every: float) -> None:
+        self._state = await StateStore.open(url, limits)
+        self.purger = asyncio.create_task(self._state.run_purger(purge_every))
 
     async def close(self) -> None:
         """Cancel what still runs (each run records itself ``failed``), then close the store."""
@@ -62,15 +62,20 @@ class ResponseBook:
             self.purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.purger
-        if self._store is not None:
-            await self._store.close()
-            self._store = None
+        if self._state is not None:
+            await self._state.close()
+            self._state = None
+
+    @property
+    def state(self) -> StateStore:
+        """The store of every state API (a 503 until it is open)."""
+        if self._state is None:
+            raise service_unavailable("The store is not open yet. Retry later.")
+        return self._state
 
     @property
     def store(self) -> ResponseStore:
-        if self._store is None:
-            raise service_unavailable("The response store is not open yet. Retry later.")
-        return self._store
+        return self.state.responses
 
     async def find(self, response_id: str, owner: str) -> ResponseRecord:
         record = await self.store.get(response_id, owner)

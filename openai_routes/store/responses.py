@@ -7,21 +7,15 @@ go through the async drivers, so they never block the event loop.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import math
-import time
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, and_, delete, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from openai_routes.store.database import create_engine, migrate
+from openai_routes.store.pages import now
 from openai_routes.store.records import UNFINISHED, ResponseRecord, check_size
 from openai_routes.store.tables import RESPONSES
-
-logger = logging.getLogger(__name__)
 
 MAX_CHAIN = 10_000  # links followed at most: a bound on a (corrupt) cycle, far beyond any real conversation
 COLUMNS = RESPONSES.c
@@ -33,25 +27,10 @@ class ResponseStore:
         self.ttl = ttl
         self.max_response_bytes = max_response_bytes
 
-    @classmethod
-    async def open(cls, url: str, *, ttl: int, max_response_bytes: int) -> ResponseStore:
-        """Connect and bring the schema to the migrations' head (a no-op when it is there already)."""
-        engine = create_engine(url)
-        try:
-            await migrate(engine)
-        except BaseException:
-            await engine.dispose()
-            raise
-        logger.info("response store open (%s)", engine.dialect.name)  # never the URL: it holds a password
-        return cls(engine, ttl=ttl, max_response_bytes=max_response_bytes)
-
-    async def close(self) -> None:
-        await self.engine.dispose()
-
     def _values(self, record: ResponseRecord) -> dict[str, Any]:
         check_size(record, self.max_response_bytes)
-        expires_at = record.expires_at or (record.created_at or _now()) + self.ttl
-        values = {**vars(record), "expires_at": expires_at, "updated_at": _now()}
+        expires_at = record.expires_at or (record.created_at or now()) + self.ttl
+        values = {**vars(record), "expires_at": expires_at, "updated_at": now()}
         return values
 
     async def save(self, record: ResponseRecord) -> None:
@@ -70,7 +49,7 @@ class ResponseStore:
         """Replace the stored record unless its stored status is in ``unless``, atomically; True if written."""
         values = self._values(record)
         del values["id"], values["owner"]
-        condition = _visible(record.id, record.owner, _now())
+        condition = _visible(record.id, record.owner, now())
         if unless:
             condition = and_(condition, COLUMNS.status.not_in(unless))
         async with self.engine.begin() as connection:
@@ -80,26 +59,26 @@ class ResponseStore:
     async def get(self, response_id: str, owner: str) -> ResponseRecord | None:
         """The record, or None: unknown, another owner's, or expired."""
         async with self.engine.connect() as connection:
-            result = await connection.execute(select(RESPONSES).where(_visible(response_id, owner, _now())))
+            result = await connection.execute(select(RESPONSES).where(_visible(response_id, owner, now())))
             row = result.first()
         return None if row is None else _record(row)
 
     async def delete(self, response_id: str, owner: str) -> bool:
         async with self.engine.begin() as connection:
-            result = await connection.execute(delete(RESPONSES).where(_visible(response_id, owner, _now())))
+            result = await connection.execute(delete(RESPONSES).where(_visible(response_id, owner, now())))
         return result.rowcount > 0
 
     async def chain(self, response_id: str, owner: str) -> list[ResponseRecord] | None:
         """The response and its ancestors through ``previous_response_id``, oldest first; None if a link is missing
         (unknown, another owner's, expired). One recursive query, whatever the chain's length."""
-        now = _now()
-        first = select(*COLUMNS, literal(0).label("depth")).where(_visible(response_id, owner, now))
+        moment = now()
+        first = select(*COLUMNS, literal(0).label("depth")).where(_visible(response_id, owner, moment))
         links = first.cte("links", recursive=True)
         parent = RESPONSES.alias("parent")
         step = (
             select(*parent.c, (links.c.depth + 1).label("depth"))
             .join(links, parent.c.id == links.c.previous_response_id)
-            .where(parent.c.owner == owner, parent.c.expires_at > now, links.c.depth < MAX_CHAIN)
+            .where(parent.c.owner == owner, parent.c.expires_at > moment, links.c.depth < MAX_CHAIN)
         )
         links = links.union_all(step)
         async with self.engine.connect() as connection:
@@ -110,36 +89,18 @@ class ResponseStore:
 
     async def unfinished(self, owner: str | None = None) -> list[ResponseRecord]:
         """Records still ``queued`` or ``in_progress`` (of one owner, or of all when None)."""
-        condition = and_(COLUMNS.status.in_(UNFINISHED), COLUMNS.expires_at > _now())
+        condition = and_(COLUMNS.status.in_(UNFINISHED), COLUMNS.expires_at > now())
         if owner is not None:
             condition = and_(condition, COLUMNS.owner == owner)
         async with self.engine.connect() as connection:
             rows = (await connection.execute(select(RESPONSES).where(condition).order_by(COLUMNS.created_at))).all()
         return [_record(row) for row in rows]
 
-    async def purge_expired(self, now: float | None = None) -> int:
-        """Delete the records expired at ``now`` (default: the current time); the number deleted."""
-        cutoff = _now() if now is None else math.floor(now)
+    async def purge_expired(self, cutoff: int) -> int:
+        """Delete the records expired at ``cutoff``; the number deleted."""
         async with self.engine.begin() as connection:
             result = await connection.execute(delete(RESPONSES).where(COLUMNS.expires_at <= cutoff))
         return result.rowcount
-
-    async def run_purger(self, every: float) -> None:
-        """Purge every ``every`` seconds until cancelled; a failed purge is logged and retried next time."""
-        while True:
-            try:
-                purged = await self.purge_expired()
-            except Exception:
-                logger.exception("purging expired responses failed")
-            else:
-                logger.info("purged %d expired responses", purged)
-            await asyncio.sleep(every)
-
-
-def _now() -> int:
-    """The current second. Times are whole seconds: ``expires_at > now`` holds for the float exactly when it holds
-    for its floor, and asyncpg refuses a float for a BIGINT parameter."""
-    return math.floor(time.time())
 
 
 def _visible(response_id: str, owner: str, now: int) -> ColumnElement[bool]:

@@ -1,4 +1,5 @@
-"""The store's schema as SQLAlchemy models: one table, ``responses``.
+"""The store's schema as SQLAlchemy models: ``responses``, ``conversations`` and their ``conversation_items``,
+``chat_completions``.
 
 The database gets this schema only through the migrations (``migrations/versions``); a test checks the two agree.
 JSON columns are ``jsonb`` on PostgreSQL and JSON text on SQLite.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, String, Table
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, Table
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -35,10 +36,56 @@ class ResponseRow(Base):
     input_items: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument)
 
 
-def responses_table() -> Table:
-    table = ResponseRow.__table__
-    assert isinstance(table, Table)
-    return table
+class ConversationRow(Base):
+    """One conversation (``/v1/conversations``): its metadata; its items are ``conversation_items`` rows."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    owner: Mapped[str] = mapped_column(String, index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONDocument)
 
 
-RESPONSES = responses_table()
+class ConversationItemRow(Base):
+    """One item of a conversation. ``seq`` is the order items were added in (the pagination cursor's key)."""
+
+    __tablename__ = "conversation_items"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String, unique=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    owner: Mapped[str] = mapped_column(String)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    item: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+
+
+class ChatCompletionRow(Base):
+    """One chat completion made with ``store: true``: the completion and the request's messages."""
+
+    __tablename__ = "chat_completions"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String, unique=True)
+    owner: Mapped[str] = mapped_column(String, index=True)
+    model: Mapped[str] = mapped_column(String)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONDocument)
+    completion: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument)
+
+
+def table(row: type[Base]) -> Table:
+    found = row.__table__
+    assert isinstance(found, Table)
+    return found
+
+
+RESPONSES = table(ResponseRow)
+CONVERSATIONS = table(ConversationRow)
+CONVERSATION_ITEMS = table(ConversationItemRow)
+CHAT_COMPLETIONS = table(ChatCompletionRow)

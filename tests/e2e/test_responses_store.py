@@ -33,7 +33,7 @@ import httpx
 import psutil
 import pytest
 
-from openai_routes.store import ResponseStore
+from openai_routes.store import StateStore, StoreLimits
 from tests.e2e import servers
 from tests.e2e.conftest import CHAT_MODEL
 from tests.e2e.pool import ServerPool
@@ -292,10 +292,10 @@ async def test_sigkill_while_writing_leaves_every_answered_response_readable(
     database = sqlite_dir / "responses.db"
     with contextlib.closing(sqlite3.connect(database)) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    store = await ResponseStore.open(f"sqlite+aiosqlite:///{database}", ttl=3600, max_response_bytes=1 << 24)
+    store = await StateStore.open(f"sqlite+aiosqlite:///{database}", StoreLimits(3600, 1 << 24))
     try:
         owner = hashlib.sha256(key.encode()).hexdigest()  # the owner the server recorded: the key's digest
-        records = {body["id"]: await store.get(body["id"], owner) for body in answered}
+        records = {body["id"]: await store.responses.get(body["id"], owner) for body in answered}
     finally:
         await store.close()
     missing = [body["id"] for body in answered if records[body["id"]] is None]
@@ -336,10 +336,10 @@ def test_replicas_share_stored_responses(replicas: Replicas) -> None:
         )
         assert_same_run(second, oracle)
         for response_id in (first["id"], second["id"]):
-            assert envelope(other.get(f"{RESPONSES}/{response_id}"), 404)["param"] == "response_id"
-        deleted = two.delete(f"{RESPONSES}/{first['id']}")
+            assert envelope(other.responses.get(f"{RESPONSES}/{response_id}"), 404)["param"] == "response_id"
+        deleted = two.responses.delete(f"{RESPONSES}/{first['id']}")
         assert deleted.json() == {"id": first["id"], "object": "response", "deleted": True}
-        assert envelope(one.get(f"{RESPONSES}/{first['id']}"), 404)["param"] == "response_id"
+        assert envelope(one.responses.get(f"{RESPONSES}/{first['id']}"), 404)["param"] == "response_id"
         error = envelope(
             one.post(
                 RESPONSES,

@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
-from openai_routes.store import ResponseRecord, ResponseStore
+from openai_routes.store import ResponseRecord, StateStore
 from openai_routes.store.tables import Base
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def make_record(
     )
 
 
-async def schema_differences(store: ResponseStore) -> list[Any]:
+async def schema_differences(store: StateStore) -> list[Any]:
     """What autogenerate would change to make the migrated database match the models (nothing, when they agree)."""
 
     def compare(connection: Connection) -> list[Any]:

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from openai_routes.core.limits import Limits
 from openai_routes.server.auth import KeyRing
+from openai_routes.store import StoreLimits
 from openai_routes.store.book import ResponseBook
 from tests.fuzzing import FuzzTally, fuzz_schema, server_error
 from tests.unit.fakes import CHAT_MODEL, EMBED_MODEL, FakeEmbedEngine, FakeGenerateEngine, build_app, fake_registry
@@ -49,7 +50,7 @@ class WithBook:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await self.book.open(self.url, ttl=3600, max_response_bytes=1 << 20, purge_every=3600)
+                await self.book.open(self.url, StoreLimits(3600, 1 << 20), purge_every=3600)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.book.close()

@@ -20,6 +20,7 @@ from openai_routes.endpoints.responses.objects import FunctionToolCall, OutputMe
 from openai_routes.endpoints.responses.wire import ResponseItems
 from openai_routes.pipeline.choice import ChoiceOutput
 from openai_routes.server.auth import KeyRing
+from openai_routes.store import StoreLimits
 from openai_routes.store.book import ResponseBook
 from tests.unit.fakes import CHAT_MODEL, FakeEmbedEngine, FakeGenerateEngine, build_app, fake_registry
 
@@ -44,7 +45,7 @@ async def serve(
     keyring = KeyRing()
     keyring.set_keys([KEY, OTHER_KEY])
     book = ResponseBook(stale_after=660)
-    await book.open(f"sqlite+aiosqlite:///{tmp_path}/responses.db", ttl=3600, max_response_bytes=65536, purge_every=60)
+    await book.open(f"sqlite+aiosqlite:///{tmp_path}/responses.db", StoreLimits(3600, 65536), purge_every=60)
     app = build_app(fake_registry(generator, FakeEmbedEngine()), keyring, limits or Limits(), book)
     transport = httpx.ASGITransport(app)
     try:

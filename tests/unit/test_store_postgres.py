@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from openai_routes.store import ResponseStore, StoreFullError
+from openai_routes.store import StateStore, StoreFullError, StoreLimits
 from tests.unit.store_fixtures import TTL, Postgres, make_record, schema_differences
 
 
@@ -20,11 +20,9 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     server.server.cleanup()
 
 
-async def open_replicas(url: str, count: int = 2) -> list[ResponseStore]:
+async def open_replicas(url: str, count: int = 2) -> list[StateStore]:
     """``count`` stores opened at once on one database, as replicas starting together (the advisory lock)."""
-    return list(
-        await asyncio.gather(*(ResponseStore.open(url, ttl=TTL, max_response_bytes=10_000) for _ in range(count)))
-    )
+    return list(await asyncio.gather(*(StateStore.open(url, StoreLimits(TTL, 10_000)) for _ in range(count))))
 
 
 async def test_postgres_uri_is_a_unix_socket_url_the_store_accepts(postgres: Postgres) -> None:
@@ -47,18 +45,27 @@ async def test_postgres_uri_is_a_unix_socket_url_the_store_accepts(postgres: Pos
 async def test_two_replicas_share_one_postgres(postgres: Postgres) -> None:
     one, two = await open_replicas(postgres.new_database())
     try:
-        await one.save(make_record("resp_1"))
-        await one.save(make_record("resp_2", previous="resp_1", status="in_progress"))
-        got = await two.get("resp_2", "alice")
+        await one.responses.save(make_record("resp_1"))
+        await one.responses.save(make_record("resp_2", previous="resp_1", status="in_progress"))
+        got = await two.responses.get("resp_2", "alice")
         assert got is not None and got.previous_response_id == "resp_1"
-        assert [record.id for record in await two.chain("resp_2", "alice") or []] == ["resp_1", "resp_2"]
-        assert [record.id for record in await two.unfinished()] == ["resp_2"]
-        assert await two.update(make_record("resp_2", previous="resp_1", status="cancelled"), unless=("completed",))
-        assert not await one.update(make_record("resp_2", previous="resp_1", status="completed"), unless=("cancelled",))
-        assert await two.get("resp_1", "mallory") is None and await two.chain("resp_2", "mallory") is None
-        assert not await two.delete("resp_1", "mallory")
-        assert await two.delete("resp_1", "alice")
-        assert await one.get("resp_1", "alice") is None and await one.chain("resp_2", "alice") is None
+        assert [record.id for record in await two.responses.chain("resp_2", "alice") or []] == ["resp_1", "resp_2"]
+        assert [record.id for record in await two.responses.unfinished()] == ["resp_2"]
+        assert await two.responses.update(
+            make_record("resp_2", previous="resp_1", status="cancelled"), unless=("completed",)
+        )
+        assert not await one.responses.update(
+            make_record("resp_2", previous="resp_1", status="completed"), unless=("cancelled",)
+        )
+        assert (
+            await two.responses.get("resp_1", "mallory") is None
+            and await two.responses.chain("resp_2", "mallory") is None
+        )
+        assert not await two.responses.delete("resp_1", "mallory")
+        assert await two.responses.delete("resp_1", "alice")
+        assert (
+            await one.responses.get("resp_1", "alice") is None and await one.responses.chain("resp_2", "alice") is None
+        )
     finally:
         await one.close()
         await two.close()
@@ -69,17 +76,17 @@ async def test_postgres_expiry_purge_cap_and_nul(postgres: Postgres) -> None:
     try:
         record = make_record("resp_1")
         record.input_items[0]["text"] = "a\x00b"  # jsonb refuses \u0000
-        await store.save(record)
-        got = await store.get("resp_1", "alice")
+        await store.responses.save(record)
+        got = await store.responses.get("resp_1", "alice")
         assert got is not None and got.input_items[0]["text"] == "a\ufffdb"
-        await store.save(make_record("resp_old", expires_at=int(time.time()) - 1))
-        assert await store.get("resp_old", "alice") is None
+        await store.responses.save(make_record("resp_old", expires_at=int(time.time()) - 1))
+        assert await store.responses.get("resp_old", "alice") is None
         assert await store.purge_expired() == 1
         assert await store.purge_expired(now=time.time() + TTL + 1) == 1
         too_big = make_record("resp_2")
         too_big.response["output"] = [{"text": "x" * 10_000}]
         with pytest.raises(StoreFullError):
-            await store.save(too_big)
+            await store.responses.save(too_big)
     finally:
         await store.close()
 
@@ -91,7 +98,7 @@ async def test_replicas_opening_at_once_migrate_once(postgres: Postgres) -> None
     try:
         async with stores[0].engine.connect() as connection:
             versions = (await connection.exec_driver_sql("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0001",)]
+        assert versions == [("0002",)]
         (again,) = await open_replicas(url, 1)  # and a later open is a no-op
         await again.close()
     finally:

@@ -159,7 +159,9 @@ async def test_the_purger_purges_logs_and_survives_a_failure(
 
 async def test_a_record_over_the_cap_is_refused_and_not_written(store: StateStore) -> None:
     fits = make_record("resp_1")
-    room = store.responses.max_response_bytes - len(dumps(fits.response).encode()) - len(dumps(fits.input_items).encode())
+    room = (
+        store.responses.max_response_bytes - len(dumps(fits.response).encode()) - len(dumps(fits.input_items).encode())
+    )
     fits.input_items[0]["text"] += "é" * (room // 2)  # two bytes each: the cap counts bytes, not characters
     await store.responses.save(fits)
     too_big = make_record("resp_2")

@@ -8,111 +8,22 @@ Responses API is another wire shape over the same generation, formats and tool c
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    BeforeValidator,
-    Discriminator,
     Field,
-    Tag,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from openai_routes.protocol.chat import UNSUPPORTED_PARTS, ChatCompletionRequest, text_part_only
+from openai_routes.protocol.chat import ChatCompletionRequest
 from openai_routes.protocol.common import INT32, INT64, OpenAIModel
+from openai_routes.protocol.items import InputItem, typed_item
 from openai_routes.protocol.tools import FUNCTION_NAME, FunctionDefinition, check_schema
 
 VLLM_EXTRAS = {"seed", "top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos"}
 MIN_OUTPUT_TOKENS = 16  # OpenAI refuses less (integer_below_min_value)
-INPUT_PARTS = {"input_image": "image", "input_file": "file", "input_audio": "audio", **UNSUPPORTED_PARTS}
-
-
-class ContentPart(OpenAIModel):
-    """A text part: ``input_text``, or ``output_text`` as clients replay ``response.output`` (its ``id``,
-    ``annotations`` and ``logprobs`` are ignored)."""
-
-    type: Literal["input_text", "output_text", "text", "refusal"]
-    text: str = ""
-    refusal: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _supported(cls, data: Any) -> Any:
-        return text_part_only(data, INPUT_PARTS)
-
-    @property
-    def content(self) -> str:
-        return self.refusal or "" if self.type == "refusal" else self.text
-
-
-def as_parts(value: Any) -> Any:
-    """A string is one text part: one shape downstream, and errors name the failing part."""
-    if isinstance(value, str):
-        return [{"type": "input_text", "text": value}]
-    if not isinstance(value, list):
-        raise ValueError("content must be a string or an array of content parts")
-    return value
-
-
-Parts = Annotated[list[ContentPart], BeforeValidator(as_parts)]
-
-
-class MessageItem(OpenAIModel):
-    type: Literal["message"] = "message"
-    role: Literal["user", "assistant", "system", "developer"]
-    content: Parts
-
-    def text(self) -> str:
-        return "".join(part.content for part in self.content)
-
-
-class FunctionCallItem(OpenAIModel):
-    type: Literal["function_call"]
-    call_id: str = Field(min_length=1)
-    name: str = Field(min_length=1)
-    arguments: str
-
-
-class FunctionCallOutputItem(OpenAIModel):
-    type: Literal["function_call_output"]
-    call_id: str = Field(min_length=1)
-    output: Parts
-
-    def text(self) -> str:
-        return "".join(part.content for part in self.output)
-
-
-class ReasoningItem(OpenAIModel):
-    """A replayed reasoning item: accepted, and left out of the prompt (as vLLM and OpenAI's stateless mode do)."""
-
-    type: Literal["reasoning"]
-
-
-def item_type(item: Any) -> Any:
-    return item.get("type") if isinstance(item, dict) else getattr(item, "type", None)
-
-
-# Tagged ``<type>`` so an error's param skips the tag (errors.is_discriminator_tag): ``input[0].content[0]``.
-InputItem = Annotated[
-    Annotated[MessageItem, Tag("<message>")]
-    | Annotated[FunctionCallItem, Tag("<function_call>")]
-    | Annotated[FunctionCallOutputItem, Tag("<function_call_output>")]
-    | Annotated[ReasoningItem, Tag("<reasoning>")],
-    Discriminator(
-        lambda item: f"<{item_type(item)}>",
-        custom_error_type="invalid_input_item",
-        custom_error_message="an input item is a message, function_call, function_call_output or reasoning item",
-    ),
-]
-
-
-def typed_item(item: Any) -> Any:
-    """Messages may come without ``type`` (``{"role", "content"}``, the easy input form)."""
-    if isinstance(item, dict) and "type" not in item and "role" in item:
-        return {**item, "type": "message"}
-    return item
 
 
 class FunctionTool(FunctionDefinition):

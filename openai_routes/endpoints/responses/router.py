@@ -26,10 +26,10 @@ from openai_routes.core.errors import APIError, as_api_error, bad_request
 from openai_routes.core.limits import Limits
 from openai_routes.core.registry import ModelRegistry
 from openai_routes.endpoints.answer import answer, collect
-from openai_routes.endpoints.responses.input_items import new_id, prompt_messages, stored_item
 from openai_routes.endpoints.responses.objects import DeletedResponse, InputItemList, InputTokenCount, Response
 from openai_routes.endpoints.responses.protocol import ResponsesRequest
 from openai_routes.endpoints.responses.wire import ResponseWire
+from openai_routes.pipeline.input_items import new_id, prompt_messages, stored_item
 from openai_routes.pipeline.prepare import PreparedChat, prepare_chat
 from openai_routes.pipeline.run import GenerationRun, RunSettings
 from openai_routes.server.admission import SLOT_KEY, Slot

@@ -18,7 +18,6 @@ from pydantic import BaseModel
 
 from openai_routes.core.engine import OutputEvent
 from openai_routes.core.errors import APIError
-from openai_routes.endpoints.responses.input_items import new_id
 from openai_routes.endpoints.responses.objects import (
     FunctionToolCall,
     IncompleteDetails,
@@ -32,6 +31,7 @@ from openai_routes.endpoints.responses.objects import (
     ResponseUsage,
 )
 from openai_routes.pipeline.choice import ChoiceOutput
+from openai_routes.pipeline.input_items import new_id
 from openai_routes.pipeline.run import GenerationRun, Piece
 from openai_routes.server.sse import Event, Framing
 

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from openai_routes.core.errors import bad_request
-from openai_routes.endpoints.responses.protocol import FunctionCallItem, FunctionCallOutputItem, InputItem, MessageItem
+from openai_routes.protocol.items import FunctionCallItem, FunctionCallOutputItem, InputItem, MessageItem
 
 ITEMS: TypeAdapter[list[InputItem]] = TypeAdapter(list[InputItem])
 

@@ -6,7 +6,9 @@ Endpoints (reference: https://platform.openai.com/docs/api-reference), one packa
 - ``POST /v1/chat/completions``: ``chat_completions`` (JSON or SSE stream)
 - ``POST /v1/completions``: ``completions`` (JSON or SSE stream)
 - ``POST /v1/embeddings``: ``embeddings``
-- ``POST /v1/responses``, ``GET``/``DELETE /v1/responses/{id}``, ``.../input_items``, ``.../cancel``: ``responses``
+- ``POST /v1/responses``, ``GET``/``DELETE /v1/responses/{id}``, ``.../input_items``, ``.../cancel``,
+  ``POST /v1/responses/input_tokens``: ``responses``
+- ``/v1/conversations`` and ``/v1/conversations/{id}/items``: ``conversations``
 - ``POST /tokenize``, ``POST /detokenize``: ``tokenize`` (vLLM's extension, at the root as vLLM serves it)
 - ``GET  /``, ``GET /playground`` (+ its files and ``/playground/config``): ``playground/``, the chat page
 
@@ -28,6 +30,7 @@ from openai_routes.core.metrics import ServerMetrics
 from openai_routes.core.registry import ModelRegistry
 from openai_routes.endpoints.chat_completions import router as chat_completions
 from openai_routes.endpoints.completions import router as completions
+from openai_routes.endpoints.conversations import router as conversations
 from openai_routes.endpoints.embeddings import router as embeddings
 from openai_routes.endpoints.models import router as models
 from openai_routes.endpoints.responses import router as responses
@@ -52,6 +55,7 @@ def create_app(
     app.include_router(completions.create_router(registry, limits, runs))
     app.include_router(embeddings.create_router(registry, limits, metrics))
     app.include_router(responses.create_router(registry, limits, runs, book))
+    app.include_router(conversations.create_router(book))
     # Starlette runs the last added middleware first: key check, then body/disconnect guard, then admission.
     app.add_middleware(
         Admission,

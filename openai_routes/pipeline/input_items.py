@@ -58,9 +58,10 @@ def prompt_messages(
 def stored_item(item: InputItem) -> dict[str, Any]:
     """One input item as ``GET /v1/responses/{id}/input_items`` lists it."""
     if isinstance(item, MessageItem):
-        part = "output_text" if item.role == "assistant" else "input_text"
-        return {"type": "message", "id": new_id("msg"), "role": item.role, "status": "completed",
-                "content": [{"type": part, "text": item.text()}]}  # fmt: skip
+        part: dict[str, Any] = {"type": "input_text", "text": item.text()}
+        if item.role == "assistant":  # as the response's own output reads
+            part = {"type": "output_text", "text": item.text(), "annotations": [], "logprobs": []}
+        return {"type": "message", "id": new_id("msg"), "role": item.role, "status": "completed", "content": [part]}
     if isinstance(item, FunctionCallItem):
         return {"type": "function_call", "id": new_id("fc"), "call_id": item.call_id, "name": item.name,
                 "arguments": item.arguments, "status": "completed"}  # fmt: skip

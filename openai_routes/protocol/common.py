@@ -167,3 +167,24 @@ class SamplingRequest(OpenAIModel):
 
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+
+
+# OpenAI's metadata: up to 16 pairs, keys up to 64 characters, values up to 512.
+Metadata = Annotated[
+    dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]], Field(max_length=16)
+]
+
+
+class ObjectList(BaseModel):
+    """OpenAI's cursor page: ``data`` in order, the ids at its ends, and whether more follow."""
+
+    object: Literal["list"] = "list"
+    data: list[Any]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+    @classmethod
+    def of(cls, data: list[Any], has_more: bool) -> ObjectList:
+        ids = [item["id"] if isinstance(item, dict) else item.id for item in data]
+        return cls(data=data, first_id=ids[0] if ids else None, last_id=ids[-1] if ids else None, has_more=has_more)

@@ -336,10 +336,10 @@ def test_replicas_share_stored_responses(replicas: Replicas) -> None:
         )
         assert_same_run(second, oracle)
         for response_id in (first["id"], second["id"]):
-            assert envelope(other.responses.get(f"{RESPONSES}/{response_id}"), 404)["param"] == "response_id"
-        deleted = two.responses.delete(f"{RESPONSES}/{first['id']}")
+            assert envelope(other.get(f"{RESPONSES}/{response_id}"), 404)["param"] == "response_id"
+        deleted = two.delete(f"{RESPONSES}/{first['id']}")
         assert deleted.json() == {"id": first["id"], "object": "response", "deleted": True}
-        assert envelope(one.responses.get(f"{RESPONSES}/{first['id']}"), 404)["param"] == "response_id"
+        assert envelope(one.get(f"{RESPONSES}/{first['id']}"), 404)["param"] == "response_id"
         error = envelope(
             one.post(
                 RESPONSES,

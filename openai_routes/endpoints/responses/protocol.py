@@ -70,6 +70,12 @@ class TextFormat(OpenAIModel):
         return {"type": "json_schema", "json_schema": schema}
 
 
+class ConversationRef(OpenAIModel):
+    """``conversation`` as an object: ``{"id": "conv_..."}``."""
+
+    id: str = Field(min_length=1)
+
+
 class TextConfig(OpenAIModel):
     format: TextFormat = Field(default_factory=TextFormat)
 
@@ -89,6 +95,7 @@ class ResponsesRequest(OpenAIModel):
     tool_choice: Literal["none", "auto", "required"] | NamedFunction = "auto"
     parallel_tool_calls: bool = True
     previous_response_id: str | None = Field(default=None, min_length=1)
+    conversation: str | ConversationRef | None = None
     store: bool = True
     background: bool = False
     stream: bool = False
@@ -137,6 +144,19 @@ class ResponsesRequest(OpenAIModel):
         if isinstance(value, NamedFunction) and value.name not in names:
             raise ValueError(f"tool '{value.name}' is not in 'tools'")
         return value
+
+    @field_validator("conversation")
+    @classmethod
+    def _one_context(cls, value: str | ConversationRef | None, info: ValidationInfo) -> str | ConversationRef | None:
+        if value is not None and info.data.get("previous_response_id") is not None:
+            raise ValueError("'conversation' and 'previous_response_id' are mutually exclusive: send one of them")
+        if isinstance(value, str) and not value:
+            raise ValueError("'conversation' must be a conversation id")
+        return value
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self.conversation.id if isinstance(self.conversation, ConversationRef) else self.conversation
 
     @model_validator(mode="after")
     def _background_is_stored(self) -> ResponsesRequest:

@@ -5,6 +5,10 @@
 - ``POST /v1/responses/{id}/cancel``: stop a background response
 - ``POST /v1/responses/input_tokens``: the ``input_tokens`` a create with the same body would report, without a run
 
+A response's context is its ``previous_response_id`` chain, or the items of its ``conversation`` (never both); a
+response that names a conversation appends its input and output items to it when it completes (or ends
+``incomplete``), not when it fails.
+
 A response runs as a chat request (``ResponsesRequest.chat_request``, ``pipeline.prepare.prepare_chat``): the same
 rendering, limits, formats and tool calls, the same ``pipeline.run.GenerationRun``, read into Responses items
 (``wire.py``). Stored responses, their chains and background runs are ``book.py``'s; every lookup is scoped to
@@ -26,6 +30,7 @@ from openai_routes.core.errors import APIError, as_api_error, bad_request
 from openai_routes.core.limits import Limits
 from openai_routes.core.registry import ModelRegistry
 from openai_routes.endpoints.answer import answer, collect
+from openai_routes.endpoints.conversation_state import add_items, conversation_items
 from openai_routes.endpoints.responses.objects import DeletedResponse, InputItemList, InputTokenCount, Response
 from openai_routes.endpoints.responses.protocol import ResponsesRequest
 from openai_routes.endpoints.responses.wire import ResponseWire
@@ -53,6 +58,7 @@ def initial_response(request: ResponsesRequest, status: Literal["queued", "in_pr
         model=request.model,
         parallel_tool_calls=request.parallel_tool_calls,
         previous_response_id=request.previous_response_id,
+        conversation={"id": request.conversation_id} if request.conversation_id else None,
         store=request.store,
         temperature=request.temperature,
         text={"format": request.text.format.wire()},
@@ -92,9 +98,19 @@ class ResponseJob:
     async def save(self, response: Response) -> None:
         if self.request.store:
             await self.book.save(self.recorded(response))
+        await self.extend_conversation(response)
 
     async def finish_record(self, response: Response) -> None:
         await self.book.finish(self.recorded(response))
+        await self.extend_conversation(response)
+
+    async def extend_conversation(self, response: Response) -> None:
+        """A finished response's input and output join its conversation (a failed one adds nothing)."""
+        conversation = self.request.conversation_id
+        if conversation and response.status in ("completed", "incomplete"):
+            output = [item.model_dump(mode="json") for item in response.output]
+            await add_items(self.book.state, conversation, self.record.owner, [*self.record.input_items, *output],
+                            param="conversation")  # fmt: skip
 
     async def background(self, slot: Slot) -> None:
         """The run of a background response: queued until its admission slot is granted, in progress, then
@@ -126,7 +142,11 @@ def create_router(registry: ModelRegistry, limits: Limits, runs: RunSettings, bo
         """The request as the chat request it runs as: its chain's history, instructions, input and tools."""
         served, engine = registry.generator(request.model)
         current().model = served.id
-        history = await book.history(request.previous_response_id, owner) if request.previous_response_id else []
+        history: list[dict[str, Any]] = []
+        if request.previous_response_id:
+            history = await book.history(request.previous_response_id, owner)
+        elif request.conversation_id:
+            history = await conversation_items(book.state, request.conversation_id, owner, param="conversation")
         messages = prompt_messages(request.instructions, history, request.input)
         prepared = await prepare_chat(
             request.chat_request(messages), engine, limits, max_tokens_param="max_output_tokens", input_param="input"

@@ -3,7 +3,8 @@
 Endpoints (reference: https://platform.openai.com/docs/api-reference), one package each under ``endpoints/``:
 
 - ``GET  /v1/models``, ``GET /v1/models/{id}``: ``models``
-- ``POST /v1/chat/completions``: ``chat_completions`` (JSON or SSE stream)
+- ``POST /v1/chat/completions``: ``chat_completions`` (JSON or SSE stream); with ``store: true`` kept, and served by
+  ``GET /v1/chat/completions``, ``GET``/``POST``/``DELETE /v1/chat/completions/{id}``, ``.../messages``
 - ``POST /v1/completions``: ``completions`` (JSON or SSE stream)
 - ``POST /v1/embeddings``: ``embeddings``
 - ``POST /v1/responses``, ``GET``/``DELETE /v1/responses/{id}``, ``.../input_items``, ``.../cancel``,
@@ -29,6 +30,7 @@ from openai_routes.core.limits import Limits
 from openai_routes.core.metrics import ServerMetrics
 from openai_routes.core.registry import ModelRegistry
 from openai_routes.endpoints.chat_completions import router as chat_completions
+from openai_routes.endpoints.chat_completions import stored as stored_chat_completions
 from openai_routes.endpoints.completions import router as completions
 from openai_routes.endpoints.conversations import router as conversations
 from openai_routes.endpoints.embeddings import router as embeddings
@@ -51,7 +53,8 @@ def create_app(
     install_error_handlers(app)
     app.include_router(models.create_router(registry))
     runs = RunSettings(limits.request_timeout, metrics)
-    app.include_router(chat_completions.create_router(registry, limits, runs))
+    app.include_router(chat_completions.create_router(registry, limits, runs, book))
+    app.include_router(stored_chat_completions.create_router(book))
     app.include_router(completions.create_router(registry, limits, runs))
     app.include_router(embeddings.create_router(registry, limits, metrics))
     app.include_router(responses.create_router(registry, limits, runs, book))

@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from openai_routes.protocol.common import CompletionUsage, FinishReason, OpenAIModel, SamplingRequest
+from openai_routes.protocol.common import CompletionUsage, FinishReason, Metadata, OpenAIModel, SamplingRequest
 from openai_routes.protocol.tools import ChatCompletionTool, NamedToolChoice, ResponseFormat, ToolChoice
 
 # Content parts OpenAI defines that no model served here reads, and the kind of input each carries.
@@ -129,6 +129,8 @@ class ChatCompletionRequest(SamplingRequest):
     parallel_tool_calls: bool = True
     chat_template_kwargs: dict[str, Any] | None = None  # vLLM's extension: extra chat template variables
     include_reasoning: bool = True  # vLLM's extension: false leaves a reasoning model's reasoning out
+    store: bool = False  # true: kept for GET /v1/chat/completions (OpenAI's default is false)
+    metadata: Metadata | None = None
 
     @field_validator("chat_template_kwargs")
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from openai_routes.core.engine import OutputEvent, TokenLogprob
 from openai_routes.endpoints.answer import DataLinesWire
@@ -34,6 +34,8 @@ from openai_routes.protocol.chat import (
 )
 from openai_routes.protocol.common import CompletionUsage
 from openai_routes.server.sse import Event, TextChunks
+
+Keep = Callable[[ChatCompletion], Awaitable[None]]
 
 
 def chat_logprobs(logprobs: Sequence[TokenLogprob] | None) -> ChoiceLogprobs | None:
@@ -71,8 +73,9 @@ class ChatWire(DataLinesWire):
 
     request: ChatCompletionRequest
 
-    def __init__(self, request: ChatCompletionRequest, run: GenerationRun, id: str) -> None:
+    def __init__(self, request: ChatCompletionRequest, run: GenerationRun, id: str, keep: Keep | None = None) -> None:
         self.request = request
+        self.keep = keep  # with ``store: true``: the finished completion's write, before it is answered
         self.run = run
         self.id = id
         self.created = int(time.time())
@@ -116,7 +119,18 @@ class ChatWire(DataLinesWire):
             pieces[0].delta.role = "assistant"
         return [self.chunk([one]) for one in pieces]
 
+    async def closing(self) -> Iterable[Event]:
+        if self.keep is not None:
+            await self.keep(self.completion())
+        return await super().closing()
+
     async def whole(self) -> ChatCompletion:
+        completion = self.completion()
+        if self.keep is not None:
+            await self.keep(completion)
+        return completion
+
+    def completion(self) -> ChatCompletion:
         answers = []
         for index, choice in enumerate(self.run.choices):
             output = choice.output()

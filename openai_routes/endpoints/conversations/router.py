@@ -11,7 +11,7 @@ A response created with ``conversation`` reads its items as context and appends 
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
@@ -24,6 +24,7 @@ from openai_routes.endpoints.conversations.protocol import (
     ConversationUpdateRequest,
     ItemCreateRequest,
 )
+from openai_routes.endpoints.lists import page_query
 from openai_routes.pipeline.input_items import new_id, stored_item
 from openai_routes.protocol.common import ObjectList
 from openai_routes.server.auth import key_owner
@@ -31,20 +32,10 @@ from openai_routes.server.json_body import StrictJSONRoute
 from openai_routes.store import ConversationRecord, StoreFullError
 from openai_routes.store.book import ResponseBook
 from openai_routes.store.conversations import UnknownCursor
-from openai_routes.store.pages import PageQuery
 
 
 def item_not_found(item_id: str) -> APIError:
     return APIError(404, f"Item with id '{item_id}' not found.", code="not_found", param="item_id")
-
-
-def page_query(limit: int, order: str, after: str | None) -> PageQuery:
-    if not 1 <= limit <= 100:
-        raise bad_request("'limit' must be between 1 and 100.", param="limit")
-    if order not in ("asc", "desc"):
-        raise bad_request("'order' must be 'asc' or 'desc'.", param="order")
-    direction: Literal["asc", "desc"] = "asc" if order == "asc" else "desc"
-    return PageQuery(limit, direction, after)
 
 
 def create_router(book: ResponseBook) -> APIRouter:

@@ -26,17 +26,19 @@ from starlette.responses import Response as HTTPResponse
 
 from openai_routes.core.context import current
 from openai_routes.core.engine import GenerateEngine
-from openai_routes.core.errors import APIError, as_api_error, bad_request
+from openai_routes.core.errors import APIError, as_api_error
 from openai_routes.core.limits import Limits
 from openai_routes.core.registry import ModelRegistry
 from openai_routes.endpoints.answer import answer, collect
 from openai_routes.endpoints.conversation_state import add_items, conversation_items
-from openai_routes.endpoints.responses.objects import DeletedResponse, InputItemList, InputTokenCount, Response
+from openai_routes.endpoints.lists import page_of, page_query
+from openai_routes.endpoints.responses.objects import DeletedResponse, InputTokenCount, Response
 from openai_routes.endpoints.responses.protocol import ResponsesRequest
 from openai_routes.endpoints.responses.wire import ResponseWire
 from openai_routes.pipeline.input_items import new_id, prompt_messages, stored_item
 from openai_routes.pipeline.prepare import PreparedChat, prepare_chat
 from openai_routes.pipeline.run import GenerationRun, RunSettings
+from openai_routes.protocol.common import ObjectList
 from openai_routes.server.admission import SLOT_KEY, Slot
 from openai_routes.server.auth import key_owner
 from openai_routes.server.json_body import StrictJSONRoute
@@ -201,24 +203,8 @@ def create_router(registry: ModelRegistry, limits: Limits, runs: RunSettings, bo
         limit: int = Query(default=20),
         order: str = Query(default="desc"),
         after: str | None = Query(default=None),
-    ) -> InputItemList:
-        if not 1 <= limit <= 100:
-            raise bad_request("'limit' must be between 1 and 100.", param="limit")
-        if order not in ("asc", "desc"):
-            raise bad_request("'order' must be 'asc' or 'desc'.", param="order")
-        items = (await book.find(response_id, key_owner(http.scope))).input_items
-        items = items if order == "asc" else items[::-1]
-        if after is not None:
-            ids = [item.get("id") for item in items]
-            if after not in ids:
-                raise bad_request(f"No input item with id '{after}' in this response.", param="after")
-            items = items[ids.index(after) + 1 :]
-        page = items[:limit]
-        return InputItemList(
-            data=page,
-            first_id=page[0]["id"] if page else None,
-            last_id=page[-1]["id"] if page else None,
-            has_more=len(items) > limit,
-        )
+    ) -> ObjectList:
+        query = page_query(limit, order, after)
+        return page_of((await book.find(response_id, key_owner(http.scope))).input_items, query, "response")
 
     return router

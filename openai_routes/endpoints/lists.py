@@ -1,0 +1,31 @@
+"""OpenAI's cursor lists as every listing endpoint reads them: the ``limit``/``order``/``after`` query checked
+(400s on their param), and a page of a list held in memory (a response's input items, a completion's messages).
+Lists kept in the database are paged there (``store/pages.py``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from openai_routes.core.errors import bad_request
+from openai_routes.protocol.common import ObjectList
+from openai_routes.store.pages import PageQuery
+
+
+def page_query(limit: int, order: str, after: str | None) -> PageQuery:
+    if not 1 <= limit <= 100:
+        raise bad_request("'limit' must be between 1 and 100.", param="limit")
+    if order not in ("asc", "desc"):
+        raise bad_request("'order' must be 'asc' or 'desc'.", param="order")
+    direction: Literal["asc", "desc"] = "asc" if order == "asc" else "desc"
+    return PageQuery(limit, direction, after)
+
+
+def page_of(items: list[dict[str, Any]], query: PageQuery, owner_name: str) -> ObjectList:
+    """A page of ``items`` (oldest first, each with an ``id``); an unknown cursor is a 400 naming ``owner_name``."""
+    ordered = items if query.order == "asc" else items[::-1]
+    if query.after is not None:
+        ids = [item.get("id") for item in ordered]
+        if query.after not in ids:
+            raise bad_request(f"No item with id '{query.after}' in this {owner_name}.", param="after")
+        ordered = ordered[ids.index(query.after) + 1 :]
+    return ObjectList.of(ordered[: query.limit], len(ordered) > query.limit)

@@ -8,6 +8,7 @@ Responses API is another wire shape over the same generation, formats and tool c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -24,7 +25,9 @@ from openai_routes.protocol.chat import UNSUPPORTED_PARTS, ChatCompletionRequest
 from openai_routes.protocol.common import INT32, INT64, OpenAIModel
 from openai_routes.protocol.tools import FUNCTION_NAME, FunctionDefinition, check_schema
 
-VLLM_EXTRAS = {"seed", "top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos"}
+VLLM_EXTRAS = {"seed", "top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos", "presence_penalty",
+               "frequency_penalty"}  # fmt: skip
+NEUTRAL = {"temperature": 1.0, "top_p": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}  # vLLM's own
 MIN_OUTPUT_TOKENS = 16  # OpenAI refuses less (integer_below_min_value)
 INPUT_PARTS = {"input_image": "image", "input_file": "file", "input_audio": "audio", **UNSUPPORTED_PARTS}
 
@@ -123,6 +126,15 @@ class FunctionTool(FunctionDefinition):
     def chat_tool(self) -> dict[str, Any]:
         return {"type": "function", "function": FunctionDefinition.model_validate(self.model_dump(exclude={"type"}))}
 
+    def echo(self) -> dict[str, Any]:
+        """The tool as the response lists it, every field of OpenAI's ``FunctionTool``. ``strict`` is what the
+        request said, ``false`` when it said nothing: arguments follow the schema under ``required`` or a named
+        ``tool_choice`` (constrained decoding), but not always under ``auto``, so OpenAI's default (true) would
+        promise more than is kept."""
+        return {"type": "function", "name": self.name, "description": self.description,
+                "parameters": self.parameters, "strict": bool(self.strict), "allowed_callers": None,
+                "async": None, "defer_loading": None, "output_schema": None}  # fmt: skip
+
 
 class NamedFunction(OpenAIModel):
     type: Literal["function"]
@@ -161,11 +173,38 @@ class TextFormat(OpenAIModel):
 
 class TextConfig(OpenAIModel):
     format: TextFormat = Field(default_factory=TextFormat)
+    verbosity: Literal["low", "medium", "high"] | None = None  # echoed; the model's length is its own
+
+    def wire(self) -> dict[str, Any]:
+        return {"format": self.format.wire(), "verbosity": self.verbosity}
+
+
+class ReasoningConfig(OpenAIModel):
+    """``reasoning``: accepted and echoed (a reasoning model here reasons as its chat template says)."""
+
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+    generate_summary: Literal["auto", "concise", "detailed"] | None = None
+
+
+Includable = Literal[
+    "file_search_call.results",
+    "web_search_call.results",
+    "web_search_call.action.sources",
+    "message.input_image.image_url",
+    "computer_call_output.output.image_url",
+    "code_interpreter_call.outputs",
+    "reasoning.encrypted_content",
+    "message.output_text.logprobs",
+]
+ServiceTier = Literal["auto", "default", "flex", "scale", "priority", "fast", "ultrafast"]
 
 
 class ResponsesRequest(OpenAIModel):
-    """Fields OpenAI documents that change nothing here (``truncation``, ``include``, ``reasoning``,
-    ``prompt_cache_key``, ``safety_identifier``, ``service_tier``, ...) are accepted and ignored."""
+    """Fields OpenAI documents that change nothing here (``include``, ``reasoning``, ``text.verbosity``,
+    ``prompt_cache_key``, ``safety_identifier``, ``service_tier``, ``max_tool_calls``, ``top_logprobs``) are checked
+    against OpenAI's bounds and echoed; other unknown fields are ignored. ``truncation: auto`` drops the oldest input
+    items when the prompt does not fit (``truncation.py``)."""
 
     model: str = Field(min_length=1)
     input: list[InputItem] = Field(min_length=1)
@@ -183,13 +222,24 @@ class ResponsesRequest(OpenAIModel):
     stream: bool = False
     metadata: dict[str, str] | None = Field(default=None, max_length=16)
     user: str | None = None
-    # vLLM's extra sampling fields, as chat takes them through the SDK's ``extra_body`` (chat's bounds).
+    truncation: Literal["auto", "disabled"] = "disabled"
+    include: list[Includable] | None = None
+    reasoning: ReasoningConfig | None = None
+    max_tool_calls: int | None = Field(default=None, ge=0, le=INT32)
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    service_tier: ServiceTier | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = Field(default=None, max_length=128)
+    # vLLM's extra sampling fields and chat's penalties (not in OpenAI's Responses request, but in its response), as
+    # chat takes them through the SDK's ``extra_body`` (chat's bounds).
     seed: int | None = Field(default=None, ge=-INT64 - 1, le=INT64)
     top_k: int | None = Field(default=None, ge=-1, le=INT32)
     min_p: float | None = Field(default=None, ge=0, le=1)
     repetition_penalty: float | None = Field(default=None, gt=0, le=2)
     min_tokens: int | None = Field(default=None, ge=0, le=INT32)
     ignore_eos: bool = False
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
 
     @field_validator("input", mode="before")
     @classmethod
@@ -236,6 +286,13 @@ class ResponsesRequest(OpenAIModel):
     @property
     def tool_choice_wire(self) -> str | dict[str, Any]:
         return self.tool_choice if isinstance(self.tool_choice, str) else self.tool_choice.model_dump()
+
+    def sampling_used(self, defaults: Mapping[str, Any]) -> dict[str, float]:
+        """The temperature, top_p and penalties this request runs with: its own, else the model's generation
+        defaults, else vLLM's neutral values (what ``engines.vllm_sampling`` applies the same way)."""
+        given = self.model_dump(include=set(NEUTRAL))
+        return {name: float(next(v for v in (given[name], defaults.get(name), neutral) if v is not None))
+                for name, neutral in NEUTRAL.items()}  # fmt: skip
 
     def chat_request(self, messages: list[dict[str, Any]]) -> ChatCompletionRequest:
         """The chat request this one runs as, over ``messages`` (the chain's context, the instructions and the

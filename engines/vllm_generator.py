@@ -56,6 +56,7 @@ class VLLMGenerator(VLLMEngine):
             tool_parser=self._parsers.native_tools,
             reasoning_parser=self._parsers.reasoning,
             renders_tools=renders_tools,
+            sampling_defaults=self._defaults,
         )
 
     async def render_chat(

@@ -7,8 +7,8 @@ implement these protocols on vLLM's ``AsyncLLM``, and the routers convert reques
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Task = Literal["chat", "embed"]
@@ -92,6 +92,8 @@ class ModelCapabilities:
     tool_parser: bool = False  # its own tool-call parser; without one, ``auto`` uses the generic format (tool_format)
     reasoning_parser: bool = False  # its reasoning is read apart from its answer, and counted in usage
     renders_tools: bool = True  # its chat template writes the ``tools`` it is given into the prompt
+    # what a request that leaves a sampling field unset gets (generation_config.json under the config's overrides)
+    sampling_defaults: Mapping[str, float | int] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)

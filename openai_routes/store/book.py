@@ -28,14 +28,20 @@ logger = logging.getLogger(__name__)
 UNFINISHED = ("queued", "in_progress")
 FINISHED = ("completed", "incomplete", "failed", "cancelled")
 CANCEL_POLL = 1.0  # seconds between two looks at a background run's record, for a cancel from another replica
-STOPPED = {"code": "server_error", "message": "The service stopped before the response finished."}
+STOPPED = {  # every field of OpenAI's ResponseError, as the response object's ``error``
+    "code": "server_error",
+    "message": "The service stopped before the response finished.",
+    "param": None,
+    "type": None,
+    "misalignment": None,
+}
 
 
 def response_not_found(response_id: str) -> APIError:
     return APIError(404, f"Response with id '{response_id}' not found.", code="not_found", param="response_id")
 
 
-def failed(record: ResponseRecord, error: dict[str, str]) -> ResponseRecord:
+def failed(record: ResponseRecord, error: dict[str, str | None]) -> ResponseRecord:
     response = {**record.response, "status": "failed", "error": error}
     return ResponseRecord(**{**vars(record), "status": "failed", "response": response})
 

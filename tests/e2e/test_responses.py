@@ -32,6 +32,7 @@ from tests.e2e.probes import (
     wait_for,
 )
 from tests.e2e.server import Server
+from tests.schema_check import check, check_event
 
 RESPONSES = "/v1/responses"
 SENTINEL = "sentinel-5c1e0b7d"  # in bad requests: an error body must not echo the caller's input (ids and names aside)
@@ -329,7 +330,8 @@ def test_required_calls_a_tool_with_valid_arguments(client: openai.OpenAI) -> No
     calls = function_calls(answer)
     assert calls and len(calls) == len(answer.output), answer.output
     assert answer.tool_choice == "required"
-    assert [{k: v for k, v in tool.to_dict().items() if v is not None} for tool in answer.tools] == TOOLS
+    echoed = [{k: v for k, v in tool.to_dict().items() if v is not None} for tool in answer.tools]
+    assert echoed == [{**tool, "strict": tool.get("strict", False)} for tool in TOOLS]  # strict: as given, else false
 
 
 def test_named_tool_choice_calls_exactly_that_tool(client: openai.OpenAI) -> None:
@@ -508,6 +510,25 @@ def test_stream_errors_are_plain_http_before_the_first_byte(
 
 
 # --- stored responses ----------------------------------------------------------------------------------------
+
+
+def test_raw_objects_and_events_have_every_field_of_the_sdk_types(http: httpx.Client, client: openai.OpenAI) -> None:
+    """The raw JSON (the SDK would read a missing field as None): every field of ``Response`` and of each event's
+    type, for a text answer, a tool call, an incomplete answer, and a stored one read back."""
+    raw = client.responses.with_raw_response.create(
+        model=CHAT_MODEL, input=FRANCE, max_output_tokens=16, temperature=0, tools=TOOLS[:1], store=True
+    )
+    body = json.loads(raw.http_response.text)
+    parsed = check(body, Response)
+    assert parsed.temperature == 0 and parsed.top_p is not None and 0 < parsed.top_p <= 1
+    assert (body["presence_penalty"], body["top_logprobs"], body["service_tier"]) == (0, 0, "default")
+    assert body["tools"][0]["strict"] is False and body["reasoning"] is None
+    check(http.get(f"{RESPONSES}/{body['id']}").json(), Response)
+    for fields in ({"input": FRANCE}, {"input": ASK, "tools": TOOLS, "tool_choice": "required"}):
+        events = stream_events(http, max_output_tokens=16, **fields)
+        for event in events:
+            check_event(event)
+        assert events[-1]["type"] in ("response.completed", "response.incomplete")
 
 
 def test_get_returns_the_stored_response(http: httpx.Client, client: openai.OpenAI) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from openai.types.responses import Response
 
 from openai_routes.store import StateStore, StoreLimits
 from tests.e2e import servers
@@ -46,6 +47,7 @@ from tests.e2e.probes import (
     wait_for,
 )
 from tests.e2e.server import Server, still_alive
+from tests.schema_check import check
 
 RESPONSES = "/v1/responses"
 WORKER_MODULE = "_bentoml_impl.worker.service"
@@ -201,6 +203,7 @@ def test_graceful_restart_keeps_stored_responses(first_life: FirstLife, second_l
     stored, chained = first_life.stored, first_life.chained
     with session(second_life) as http:
         assert fetch(http, stored["id"]) == stored
+        check(stored, Response)
         assert fetch(http, chained["id"]) == chained
         assert fetch(http, stored["id"], "/input_items") == first_life.input_items
         assert envelope(http.get(f"{RESPONSES}/{first_life.deleted_id}"), 404)["param"] == "response_id"
@@ -224,6 +227,7 @@ def test_a_background_response_running_at_shutdown_reads_failed(first_life: Firs
     with session(second_life) as http:
         background = fetch(http, first_life.background_id)
     assert background["status"] == "failed", background["status"]
+    check(background, Response)  # every field, its error's too
     assert background["error"] and background["error"]["message"], background["error"]
     assert background["background"] is True
 

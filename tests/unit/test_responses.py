@@ -16,7 +16,7 @@ import pytest
 
 from openai_routes.core.engine import OutputDelta, OutputEvent
 from openai_routes.core.limits import Limits
-from openai_routes.endpoints.responses.objects import FunctionToolCall, OutputMessage, OutputReasoning
+from openai_routes.endpoints.responses.items import FunctionToolCall, OutputMessage, OutputReasoning
 from openai_routes.endpoints.responses.wire import ResponseItems
 from openai_routes.pipeline.choice import ChoiceOutput
 from openai_routes.server.auth import KeyRing
@@ -113,7 +113,8 @@ async def test_a_response_object_has_openai_shape(h: Harness) -> None:
     assert (body["instructions"], body["metadata"], body["temperature"]) == ("Be brief.", {"k": "v"}, 0.5)
     assert body["usage"]["output_tokens"] == 3
     assert body["usage"]["total_tokens"] == body["usage"]["input_tokens"] + 3
-    assert body["usage"]["input_tokens_details"] == {"cached_tokens": 0}
+    details = {"cached_tokens": 0, "cache_write_tokens": 0, "cache_write_tokens_details": None}
+    assert body["usage"]["input_tokens_details"] == details
     assert h.generator.rendered[-1] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
 
 

@@ -8,6 +8,7 @@ Responses API is another wire shape over the same generation, formats and tool c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import (
@@ -17,12 +18,15 @@ from pydantic import (
     model_validator,
 )
 
+from openai_routes.endpoints.responses.options import Includable, ReasoningConfig, ServiceTier, TextConfig
 from openai_routes.protocol.chat import ChatCompletionRequest
 from openai_routes.protocol.common import INT32, INT64, OpenAIModel
 from openai_routes.protocol.items import InputItem, typed_item
-from openai_routes.protocol.tools import FUNCTION_NAME, FunctionDefinition, check_schema
+from openai_routes.protocol.tools import FunctionDefinition
 
-VLLM_EXTRAS = {"seed", "top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos"}
+VLLM_EXTRAS = {"seed", "top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos", "presence_penalty",
+               "frequency_penalty"}  # fmt: skip
+NEUTRAL = {"temperature": 1.0, "top_p": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}  # vLLM's own
 MIN_OUTPUT_TOKENS = 16  # OpenAI refuses less (integer_below_min_value)
 
 
@@ -34,40 +38,19 @@ class FunctionTool(FunctionDefinition):
     def chat_tool(self) -> dict[str, Any]:
         return {"type": "function", "function": FunctionDefinition.model_validate(self.model_dump(exclude={"type"}))}
 
+    def echo(self) -> dict[str, Any]:
+        """The tool as the response lists it, every field of OpenAI's ``FunctionTool``. ``strict`` is what the
+        request said, ``false`` when it said nothing: arguments follow the schema under ``required`` or a named
+        ``tool_choice`` (constrained decoding), but not always under ``auto``, so OpenAI's default (true) would
+        promise more than is kept."""
+        return {"type": "function", "name": self.name, "description": self.description,
+                "parameters": self.parameters, "strict": bool(self.strict), "allowed_callers": None,
+                "async": None, "defer_loading": None, "output_schema": None}  # fmt: skip
+
 
 class NamedFunction(OpenAIModel):
     type: Literal["function"]
     name: str
-
-
-class TextFormat(OpenAIModel):
-    type: Literal["text", "json_object", "json_schema"] = "text"
-    name: str = Field(default="response", pattern=FUNCTION_NAME)
-    description: str | None = None
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    strict: bool | None = None
-
-    @model_validator(mode="after")
-    def _schema_given(self) -> TextFormat:
-        if self.type == "json_schema":
-            if self.schema_ is None:
-                raise ValueError("'schema' is required when type is 'json_schema'")
-            check_schema(self.schema_)
-        return self
-
-    def wire(self) -> dict[str, Any]:
-        if self.type != "json_schema":
-            return {"type": self.type}
-        return {"type": "json_schema", "name": self.name, "schema": self.schema_, "strict": self.strict,
-                "description": self.description}  # fmt: skip
-
-    def response_format(self) -> dict[str, Any] | None:
-        if self.type == "text":
-            return None
-        if self.type == "json_object":
-            return {"type": "json_object"}
-        schema = {"name": self.name, "schema": self.schema_, "strict": self.strict, "description": self.description}
-        return {"type": "json_schema", "json_schema": schema}
 
 
 class ConversationRef(OpenAIModel):
@@ -76,13 +59,11 @@ class ConversationRef(OpenAIModel):
     id: str = Field(min_length=1)
 
 
-class TextConfig(OpenAIModel):
-    format: TextFormat = Field(default_factory=TextFormat)
-
-
 class ResponsesRequest(OpenAIModel):
-    """Fields OpenAI documents that change nothing here (``truncation``, ``include``, ``reasoning``,
-    ``prompt_cache_key``, ``safety_identifier``, ``service_tier``, ...) are accepted and ignored."""
+    """Fields OpenAI documents that change nothing here (``include``, ``reasoning``, ``text.verbosity``,
+    ``prompt_cache_key``, ``safety_identifier``, ``service_tier``, ``max_tool_calls``, ``top_logprobs``) are checked
+    against OpenAI's bounds and echoed; other unknown fields are ignored. ``truncation: auto`` drops the oldest input
+    items when the prompt does not fit (``truncation.py``)."""
 
     model: str = Field(min_length=1)
     input: list[InputItem] = Field(min_length=1)
@@ -101,13 +82,24 @@ class ResponsesRequest(OpenAIModel):
     stream: bool = False
     metadata: dict[str, str] | None = Field(default=None, max_length=16)
     user: str | None = None
-    # vLLM's extra sampling fields, as chat takes them through the SDK's ``extra_body`` (chat's bounds).
+    truncation: Literal["auto", "disabled"] = "disabled"
+    include: list[Includable] | None = None
+    reasoning: ReasoningConfig | None = None
+    max_tool_calls: int | None = Field(default=None, ge=0, le=INT32)
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    service_tier: ServiceTier | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = Field(default=None, max_length=128)
+    # vLLM's extra sampling fields and chat's penalties (not in OpenAI's Responses request, but in its response), as
+    # chat takes them through the SDK's ``extra_body`` (chat's bounds).
     seed: int | None = Field(default=None, ge=-INT64 - 1, le=INT64)
     top_k: int | None = Field(default=None, ge=-1, le=INT32)
     min_p: float | None = Field(default=None, ge=0, le=1)
     repetition_penalty: float | None = Field(default=None, gt=0, le=2)
     min_tokens: int | None = Field(default=None, ge=0, le=INT32)
     ignore_eos: bool = False
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
 
     @field_validator("input", mode="before")
     @classmethod
@@ -167,6 +159,13 @@ class ResponsesRequest(OpenAIModel):
     @property
     def tool_choice_wire(self) -> str | dict[str, Any]:
         return self.tool_choice if isinstance(self.tool_choice, str) else self.tool_choice.model_dump()
+
+    def sampling_used(self, defaults: Mapping[str, Any]) -> dict[str, float]:
+        """The temperature, top_p and penalties this request runs with: its own, else the model's generation
+        defaults, else vLLM's neutral values (what ``engines.vllm_sampling`` applies the same way)."""
+        given = self.model_dump(include=set(NEUTRAL))
+        return {name: float(next(v for v in (given[name], defaults.get(name), neutral) if v is not None))
+                for name, neutral in NEUTRAL.items()}  # fmt: skip
 
     def chat_request(self, messages: list[dict[str, Any]]) -> ChatCompletionRequest:
         """The chat request this one runs as, over ``messages`` (the chain's context, the instructions and the

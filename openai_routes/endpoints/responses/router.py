@@ -18,7 +18,7 @@ the caller's key.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -32,10 +32,17 @@ from openai_routes.core.registry import ModelRegistry
 from openai_routes.endpoints.answer import answer, collect
 from openai_routes.endpoints.conversation_state import add_items, conversation_items
 from openai_routes.endpoints.lists import page_of, page_query
-from openai_routes.endpoints.responses.objects import DeletedResponse, InputTokenCount, Response
+from openai_routes.endpoints.responses.objects import (
+    DeletedResponse,
+    InputTokenCount,
+    Reasoning,
+    Response,
+    ResponseError,
+)
 from openai_routes.endpoints.responses.protocol import ResponsesRequest
+from openai_routes.endpoints.responses.truncation import fitted
 from openai_routes.endpoints.responses.wire import ResponseWire
-from openai_routes.pipeline.input_items import new_id, prompt_messages, stored_item
+from openai_routes.pipeline.input_items import ITEMS, new_id, prompt_messages, stored_item
 from openai_routes.pipeline.prepare import PreparedChat, prepare_chat
 from openai_routes.pipeline.run import GenerationRun, RunSettings
 from openai_routes.protocol.common import ObjectList
@@ -48,8 +55,12 @@ from openai_routes.store.book import ResponseBook
 Runs = Callable[[str], GenerationRun]  # a response id -> the run of its generation
 
 
-def initial_response(request: ResponsesRequest, status: Literal["queued", "in_progress"]) -> Response:
-    """The response object before any output: the request's settings echoed, as OpenAI does."""
+def initial_response(
+    request: ResponsesRequest, status: Literal["queued", "in_progress"], defaults: Mapping[str, Any]
+) -> Response:
+    """The response object before any output: the request's settings echoed, and the sampling values it runs with
+    (``defaults``: the model's), as OpenAI does."""
+    used = request.sampling_used(defaults)
     return Response(
         id=new_id("resp"),
         created_at=int(time.time()),
@@ -57,17 +68,25 @@ def initial_response(request: ResponsesRequest, status: Literal["queued", "in_pr
         background=request.background,
         instructions=request.instructions,
         max_output_tokens=request.max_output_tokens,
+        max_tool_calls=request.max_tool_calls,
         model=request.model,
         parallel_tool_calls=request.parallel_tool_calls,
         previous_response_id=request.previous_response_id,
         conversation={"id": request.conversation_id} if request.conversation_id else None,
         store=request.store,
-        temperature=request.temperature,
-        text={"format": request.text.format.wire()},
+        temperature=used["temperature"],
+        top_p=used["top_p"],
+        presence_penalty=used["presence_penalty"],
+        frequency_penalty=used["frequency_penalty"],
+        top_logprobs=request.top_logprobs or 0,
+        text=request.text.wire(),
         tool_choice=request.tool_choice_wire,
-        tools=[tool.model_dump(exclude_none=True) for tool in request.tools],
-        top_p=request.top_p,
+        tools=[tool.echo() for tool in request.tools],
+        truncation=request.truncation,
+        reasoning=Reasoning.model_validate(request.reasoning.model_dump()) if request.reasoning else None,
         user=request.user,
+        safety_identifier=request.safety_identifier,
+        prompt_cache_key=request.prompt_cache_key,
         metadata=request.metadata or {},
     )
 
@@ -75,11 +94,13 @@ def initial_response(request: ResponsesRequest, status: Literal["queued", "in_pr
 class ResponseJob:
     """One POST: its record (when stored) and its generation, run in the request or in the background."""
 
-    def __init__(self, book: ResponseBook, owner: str, request: ResponsesRequest, runs: Runs) -> None:
+    def __init__(
+        self, book: ResponseBook, owner: str, request: ResponsesRequest, runs: Runs, defaults: Mapping[str, Any]
+    ) -> None:
         self.book = book
         self.request = request
         status: Literal["queued", "in_progress"] = "queued" if request.background else "in_progress"
-        response = initial_response(request, status)
+        response = initial_response(request, status, defaults)
         self.run = runs(response.id)
         self.wire = ResponseWire(response, self.run, self.finish_record if request.background else self.save)
         self.record = ResponseRecord(
@@ -133,7 +154,7 @@ class ResponseJob:
             await self.run.aclose()
 
     def failed(self, error: APIError) -> ResponseRecord:
-        update = {"status": "failed", "error": {"code": error.code or error.type, "message": error.message}}
+        update = {"status": "failed", "error": ResponseError.of(error.code or error.type, error.message)}
         return self.recorded(self.wire.response.model_copy(update=update))
 
 
@@ -149,10 +170,14 @@ def create_router(registry: ModelRegistry, limits: Limits, runs: RunSettings, bo
             history = await book.history(request.previous_response_id, owner)
         elif request.conversation_id:
             history = await conversation_items(book.state, request.conversation_id, owner, param="conversation")
-        messages = prompt_messages(request.instructions, history, request.input)
-        prepared = await prepare_chat(
-            request.chat_request(messages), engine, limits, max_tokens_param="max_output_tokens", input_param="input"
-        )
+        items = [*ITEMS.validate_python(history), *request.input]
+
+        async def without(dropped: int) -> PreparedChat:  # the oldest ``dropped`` items left out (truncation.py)
+            messages = prompt_messages(request.instructions, [], items[dropped:])
+            chat = request.chat_request(messages)
+            return await prepare_chat(chat, engine, limits, max_tokens_param="max_output_tokens", input_param="input")
+
+        prepared = await fitted(without, items, request.truncation == "auto")
         return served.id, engine, prepared
 
     @router.post("/responses/input_tokens")
@@ -169,6 +194,7 @@ def create_router(registry: ModelRegistry, limits: Limits, runs: RunSettings, bo
             owner,
             request,
             lambda id: GenerationRun(engine, model, [prepared.input], prepared.reading, id, runs),
+            engine.capabilities.sampling_defaults,
         )
         if request.background:
             await book.save(job.record)

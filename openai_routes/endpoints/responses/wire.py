@@ -18,18 +18,16 @@ from pydantic import BaseModel
 
 from openai_routes.core.engine import OutputEvent
 from openai_routes.core.errors import APIError
-from openai_routes.endpoints.responses.objects import (
+from openai_routes.endpoints.responses.items import (
     FunctionToolCall,
-    IncompleteDetails,
     ItemStatus,
     OutputItem,
     OutputMessage,
     OutputReasoning,
     OutputText,
     ReasoningText,
-    Response,
-    ResponseUsage,
 )
+from openai_routes.endpoints.responses.objects import IncompleteDetails, Response, ResponseUsage
 from openai_routes.pipeline.choice import ChoiceOutput
 from openai_routes.pipeline.input_items import new_id
 from openai_routes.pipeline.run import GenerationRun, Piece

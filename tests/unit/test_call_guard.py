@@ -183,3 +183,25 @@ async def test_responses_complete_at_the_repeat_streamed_or_not(generic: ModelPa
     assert final["usage"]["output_tokens"] == whole["usage"]["output_tokens"] < len(engine.pieces)
     added = [event["item"]["name"] for event in events if event["type"] == "response.output_item.added"]
     assert added == ["get_weather", "get_weather"]  # the repeat's events were held back, never sent
+
+
+@pytest.mark.parametrize(
+    "cities", [["Rome"], ["Rome", "Oslo", "Lima", "Bern", "Riga", "Kyiv"]], ids=["shorter", "longer"]
+)
+async def test_with_n_the_request_stops_once_every_choice_has_ended(generic: ModelParsers, cities: list[str]) -> None:
+    """Choice 0 repeats a call, choice 1 ends by itself (before or after): the engine request, which both share,
+    stops when both have ended, and choice 0's tokens after its repeat are neither read nor counted."""
+    distinct = "[" + ", ".join(call(city) for city in cities) + "]"
+    outputs = {
+        0: [d.text for d in deltas(tokenizer(), LOOP + LOOP)],
+        1: [d.text for d in deltas(tokenizer(), distinct)],
+    }
+    engine = LoopingEngine(generic)
+    engine.reply = lambda _prompt, choice: outputs[choice]
+    stopped_at = len(deltas(tokenizer(), LOOP[: LOOP.index(call("Oslo")) - 3]))
+    async with serve(engine) as h:
+        whole = (await h.client.post("/chat/completions", json=chat_body(False, n=2))).json()
+    assert [(c.outcome, c.steps) for c in engine.calls] == [("closed", max(stopped_at, len(outputs[1])))]
+    assert [choice["finish_reason"] for choice in whole["choices"]] == ["tool_calls", "tool_calls"]
+    assert [len(choice["message"]["tool_calls"]) for choice in whole["choices"]] == [2, len(cities)]
+    assert whole["usage"]["completion_tokens"] == stopped_at + len(outputs[1])

@@ -5,7 +5,8 @@ reason. Its reader (the model's parsers, through ``engine.output_reader``) turns
 text, reasoning, the start of a tool call, a piece of its arguments. An endpoint streams the events in its own wire
 shape as they come (chat chunks, completion chunks, Responses events) or reads the finished choice as one
 ``AssistantOutput``; it never parses output itself. ``run.GenerationRun`` makes one per choice. A choice with
-nothing to parse (no tools, no reasoning parser) has no reader: its text is its events.
+nothing to parse (no tools, no reasoning parser) has no reader: its text is its events. A choice's calls pass its
+``call_guard.CallGuard``: a repeat of an earlier call ends the choice (``ended``), finished with its calls.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from openai_routes.core.engine import OutputDelta, OutputEvent, OutputReader, TokenLogprob
+from openai_routes.pipeline.call_guard import CallGuard
 
 Finish = Literal["stop", "length", "tool_calls"]
 
@@ -59,6 +61,7 @@ class ChoiceOutput:
     ids: dict[int, str] = field(default_factory=dict)  # a call's index -> its id
     names: dict[int, str] = field(default_factory=dict)
     arguments: dict[int, list[str]] = field(default_factory=dict)
+    guard: CallGuard = field(default_factory=CallGuard)
 
     def feed(self, delta: OutputDelta) -> list[OutputEvent]:
         """Count a delta and read it: the events it completes (the reader may hold text until the next one)."""
@@ -74,16 +77,22 @@ class ChoiceOutput:
         else:
             self.text.append(delta.text)
             events = self.reader.feed(delta.text, delta.token_ids, delta.finish_reason is not None)
-        return self.record(events)
+        return self.record(events, delta.finish_reason is not None)
 
-    def record(self, events: list[OutputEvent]) -> list[OutputEvent]:
-        """Drop the events the request does not want (later calls, reasoning left out); note the rest."""
-        kept = [
-            event
-            for event in events
-            if not (self.single_call and event.kind in ("call", "arguments") and event.index > 0)
-            and (self.with_reasoning or event.kind != "reasoning")
-        ]
+    def record(self, events: list[OutputEvent], finished: bool) -> list[OutputEvent]:
+        """Drop the events the request does not want (later calls, reasoning left out, a repeated call and all after
+        it); note the rest. A repeat ends the choice as if the model had stopped there."""
+        kept = self.guard.read(
+            [
+                event
+                for event in events
+                if not (self.single_call and event.kind in ("call", "arguments") and event.index > 0)
+                and (self.with_reasoning or event.kind != "reasoning")
+            ],
+            finished,
+        )
+        if self.guard.ended:
+            self.finish_reason = "stop"
         for event in kept:
             if event.kind == "text":
                 self.content.append(event.text)
@@ -96,6 +105,11 @@ class ChoiceOutput:
             else:
                 self.arguments.setdefault(event.index, []).append(event.text)
         return kept
+
+    @property
+    def ended(self) -> bool:
+        """A repeated call ended the choice before the engine did: what its engine request still makes is not read."""
+        return self.guard.ended
 
     @property
     def called(self) -> bool:

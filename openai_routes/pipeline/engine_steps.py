@@ -1,6 +1,7 @@
 """One engine request's steps, metered (time to first token, inter-token latency, token counters and the request's
 token counts) and bounded by its API request's deadline. ``start`` submits it and waits for its first step, so the
-engine's refusals are plain HTTP errors even for a stream; closing it aborts the request in the engine.
+engine's refusals are plain HTTP errors even for a stream; closing it aborts the request in the engine, and so does
+``stop``, which counts it as finished (the call guard ended it: an answer, not a failure).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class EngineSteps:
         self.started = time.perf_counter()
         self.last_step = self.started
         self.tokens = 0
+        self.prompt_tokens = 0
+        self.stopped = False
         self._source: AsyncGenerator[GenerationStep, None] | None = None
         self._first: list[GenerationStep] = []
 
@@ -49,6 +52,16 @@ class EngineSteps:
         if self._source is not None:
             await self._source.aclose()
 
+    async def stop(self) -> None:
+        """End the request before the engine finishes it (the call guard ended its choices): aborted in the engine,
+        counted as a finished request (its prompt tokens)."""
+        if self._source is None or self.stopped:
+            return
+        self.stopped = True
+        await self.aclose()
+        self.prompted.inc(self.prompt_tokens)
+        current().prompt_tokens += self.prompt_tokens
+
     async def _step(self) -> GenerationStep:
         assert self._source is not None, "start() first"
         try:
@@ -69,6 +82,7 @@ class EngineSteps:
                 self.itl.observe((now - self.last_step) / new_tokens)
             self.last_step = now
         self.tokens += new_tokens
+        self.prompt_tokens = step.prompt_tokens
         self.generated.inc(new_tokens)
         context = current()
         context.completion_tokens += new_tokens

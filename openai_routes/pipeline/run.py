@@ -5,15 +5,18 @@ one), each sampled ``n`` times. ``start`` submits them all at once (so the engin
 for each one's first step under the request's single deadline, so the engine's refusals are plain HTTP errors even
 for a stream. ``pieces`` then reads them in prompt order (the others keep generating meanwhile): every delta of
 every choice, counted and read by its ``ChoiceOutput`` (choice ``prompt * n + j`` is the ``j``-th sample of that
-prompt), with the events it completed and whether it is the choice's first. ``counts`` are the engine's token
-counts (prompt, completion, cached, reasoning). ``aclose`` aborts whatever still runs: the routes call it on every
-way out. Nothing here knows HTTP or a wire shape: an endpoint turns pieces into its chunks, or reads the finished
-``choices``; the batch runner can drive a run the same way.
+prompt), with the events it completed and whether it is the choice's first. A choice the call guard ended (a
+repeated tool call, ``pipeline.call_guard``) gets a last piece with the finish ``stop``, and once every choice of
+its prompt has finished, that engine request is stopped (aborted, nothing more generated). ``counts`` are the
+engine's token counts (prompt, completion, cached, reasoning). ``aclose`` aborts whatever still runs: the routes
+call it on every way out. Nothing here knows HTTP or a wire shape: an endpoint turns pieces into its chunks, or reads
+the finished ``choices``; the batch runner can drive a run the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -135,7 +138,7 @@ class GenerationRun:
     async def pieces(self) -> AsyncIterator[Piece]:
         """Every choice's deltas as they are read, in prompt order; the route closes the run however this ends."""
         for prompt, steps in enumerate(self.steps):
-            first_choice = sum(self.inputs[i].options.n for i in range(prompt))
+            first_choice = self.first_choice(prompt)
             async for step in steps:
                 self.last[prompt] = step
                 if step.prompt_logprobs is not None:
@@ -143,9 +146,26 @@ class GenerationRun:
                 for delta in step.choices:
                     index = first_choice + delta.index
                     choice = self.choices[index]
+                    if choice.ended:  # its siblings still run (n > 1): what it still makes is neither read nor counted
+                        continue
                     first = not self.started[index]
                     self.started[index] = True
-                    yield Piece(index, delta, choice.feed(delta), first, choice)
+                    events = choice.feed(delta)
+                    if choice.ended:  # the call guard ended it: its last piece says so
+                        delta = dataclasses.replace(delta, finish_reason="stop")
+                    yield Piece(index, delta, events, first, choice)
+                if not step.finished and self.all_ended(prompt):
+                    await steps.stop()  # the guard ended every choice: the engine request generates no more
+                    break
+
+    def first_choice(self, prompt: int) -> int:
+        return sum(self.inputs[i].options.n for i in range(prompt))
+
+    def all_ended(self, prompt: int) -> bool:
+        """Whether the call guard ended a choice of ``prompt`` and every other one has finished too."""
+        first = self.first_choice(prompt)
+        choices = self.choices[first : first + self.inputs[prompt].options.n]
+        return any(choice.ended for choice in choices) and all(choice.finish_reason for choice in choices)
 
     def counts(self) -> TokenCounts:
         steps = [step for step in self.last if step is not None]

@@ -8,6 +8,7 @@ output went back is read from the store: the second response's input items hold 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ import pydantic
 import pytest
 from agents import (
     Agent,
+    FunctionTool,
     MessageOutputItem,
     ModelSettings,
     OpenAIResponsesModel,
@@ -99,6 +101,63 @@ async def test_agent_runs_streamed(server: Server, http: httpx.Client) -> None:
     assert "response.output_text.delta" in raw_types
     ids = check_loop(result, ran, http)
     assert raw_types.count("response.completed") == len(ids)  # every turn streamed to its end
+
+
+PLAIN_CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+def looping_agent(server: Server, ran: list[str]) -> Agent[Any]:
+    """The README's weather tool (a plain schema, not strict), no instructions, forced, parallel calls allowed and
+    512 tokens: before the loop guard the 135M model repeated ``get_weather({"city":"Paris"})`` 27 times to the
+    limit on this prompt, an ``incomplete`` response the SDK raises on (with ``@function_tool``'s strict schema or
+    with instructions it happens to stop after one call)."""
+
+    async def get_weather(_context: Any, arguments: str) -> str:
+        city = json.loads(arguments)["city"]
+        ran.append(city)
+        return f"Sunny and 21 C in {city}."
+
+    tool = FunctionTool(
+        name="get_weather",
+        description="Current weather in a city.",
+        params_json_schema=PLAIN_CITY,
+        on_invoke_tool=get_weather,
+        strict_json_schema=False,
+    )
+    settings = ModelSettings(tool_choice="required", temperature=0, max_tokens=512)
+    return Agent(name="weather", tools=[tool], model=model(server), model_settings=settings)
+
+
+def check_untight(result: RunResult | RunResultStreaming, ran: list[str], http: httpx.Client) -> list[str]:
+    """The forced turn ended at its calls (distinct ones, each run), and the run reached a text answer: every turn
+    ``completed``, none ``incomplete``. Returns the turns' response ids."""
+    calls = [item for item in result.new_items if isinstance(item, ToolCallItem)]
+    assert calls and len(ran) == len(calls), (calls, ran)
+    output: list[Any] = result.raw_responses[0].output
+    first_turn = [(item.name, json.loads(item.arguments)) for item in output if item.type == "function_call"]
+    assert len({json.dumps(call, sort_keys=True) for call in first_turn}) == len(first_turn), first_turn
+    assert isinstance(result.new_items[-1], MessageOutputItem)
+    assert isinstance(result.final_output, str) and result.final_output.strip(), result.final_output
+    ids = [response.response_id or "" for response in result.raw_responses]
+    statuses = [http.get(f"/v1/responses/{response_id}").json()["status"] for response_id in ids]
+    assert statuses == ["completed"] * len(ids), statuses
+    return ids
+
+
+async def test_a_forced_tool_with_parallel_calls_completes(server: Server, http: httpx.Client) -> None:
+    """Issue 25's done-when: a forced single tool with the Agents SDK completes without ``incomplete`` (the loop
+    guard ends the forced turn at the first repeated call)."""
+    ran: list[str] = []
+    result = await Runner.run(looping_agent(server, ran), ASK, max_turns=4)
+    check_untight(result, ran, http)
+
+
+async def test_a_forced_tool_with_parallel_calls_completes_streamed(server: Server, http: httpx.Client) -> None:
+    ran: list[str] = []
+    result = Runner.run_streamed(looping_agent(server, ran), ASK, max_turns=4)
+    raw_types = [event.data.type async for event in result.stream_events() if event.type == "raw_response_event"]
+    ids = check_untight(result, ran, http)
+    assert raw_types.count("response.completed") == len(ids) and "response.incomplete" not in raw_types
 
 
 async def test_agent_chains_on_the_server(server: Server, http: httpx.Client) -> None:

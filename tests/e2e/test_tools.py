@@ -336,3 +336,48 @@ def test_pydantic_nested_schema_as_response_format(client: openai.OpenAI) -> Non
         temperature=0,
     )
     Booking.model_validate_json(reply.choices[0].message.content or "")
+
+
+CITY_WEATHER: dict[str, Any] = {  # the README's tool (and the Agents SDK's): the city only
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def streamed_calls(client: openai.OpenAI, **kwargs: Any) -> tuple[list[tuple[str, str]], list[str], Any]:
+    """A streamed chat's calls (name, arguments) as the chunks build them, its finish reasons and its usage."""
+    calls: dict[int, list[str]] = {}
+    finishes, usage = [], None
+    for chunk in chat(client, stream=True, stream_options={"include_usage": True}, **kwargs):
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            finishes += [choice.finish_reason] if choice.finish_reason else []
+            for delta in choice.delta.tool_calls or []:
+                call = calls.setdefault(delta.index, ["", ""])
+                call[0] += (delta.function and delta.function.name) or ""
+                call[1] += (delta.function and delta.function.arguments) or ""
+    return [(name, arguments) for name, arguments in calls.values()], finishes, usage
+
+
+def test_required_parallel_calls_end_at_the_first_repeat(client: openai.OpenAI) -> None:
+    """Issue 25: forced and free to call in parallel, the 135M model repeats ``get_weather({"city":"Paris"})`` until
+    ``max_tokens`` (before the loop guard: ``length`` at 400 of 400 tokens, 21 identical calls in the raw text and no
+    calls; 1896 tokens and 100 calls without ``max_tokens``). The guard ends the choice at the first repeat (now one
+    call, ``tool_calls``, 38 tokens): distinct calls only, the engine stopped there; a stream sends the same calls."""
+    fields: dict[str, Any] = {"tools": [CITY_WEATHER], "tool_choice": "required", "max_tokens": 400}
+    reply = chat(client, **fields)
+    choice = reply.choices[0]
+    calls = [(call.function.name, call.function.arguments) for call in choice.message.tool_calls or []]
+    assert choice.finish_reason == "tool_calls", (choice.finish_reason, reply.usage, choice.message.content)
+    assert calls and choice.message.content is None
+    parsed = [json.loads(arguments) for _, arguments in calls]
+    assert {name for name, _ in calls} == {"get_weather"} and all(isinstance(args["city"], str) for args in parsed)
+    assert len({json.dumps(args, sort_keys=True) for args in parsed}) == len(calls), calls
+    assert reply.usage.completion_tokens < 200, reply.usage  # stopped at the repeat, far from max_tokens
+    streamed, finishes, usage = streamed_calls(client, **fields)
+    assert (streamed, finishes) == (calls, ["tool_calls"])
+    assert usage.completion_tokens == reply.usage.completion_tokens

@@ -8,8 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
+from openai.types.conversations import Conversation, ConversationDeletedResource
 
 from openai_routes.core.limits import Limits
+from tests.schema_check import check
 from tests.unit.fakes import CHAT_MODEL, FakeGenerateEngine
 from tests.unit.test_responses import Harness, error_of, events, serve
 
@@ -197,3 +199,10 @@ async def test_a_background_response_appends_when_it_finishes(h: Harness) -> Non
     assert done["status"] == "completed"
     listed = (await items(h, made["id"], order="asc"))["data"]
     assert [item["role"] for item in listed] == ["user", "assistant"] and listed[1] == done["output"][0]
+
+
+async def test_objects_have_every_field_of_the_sdk_types(h: Harness) -> None:
+    made = await conversation(h, metadata={"k": "v"})
+    check(made, Conversation)
+    check((await h.client.get(f"/conversations/{made['id']}")).json(), Conversation)
+    check((await h.client.delete(f"/conversations/{made['id']}")).json(), ConversationDeletedResource)

@@ -109,6 +109,12 @@ def key(pool: ServerPool) -> str:
 
 
 @pytest.fixture(scope="module")
+def other_store_key(pool: ServerPool) -> str:
+    """The second key the store's servers accept: another caller."""
+    return pool.key("store")[1]
+
+
+@pytest.fixture(scope="module")
 def sqlite_dir(pool: ServerPool) -> Path:
     """Where the SQLite store lives for the restart and kill tests (each server logs in a directory of its own)."""
     return servers.sqlite_dir(pool)
@@ -142,6 +148,42 @@ class StreamTail:
 
 
 @dataclass(frozen=True)
+class SavedState:
+    """A conversation (extended by a response) and a stored chat completion, as their owner read them."""
+
+    conversation: dict[str, Any]
+    items: dict[str, Any]
+    completion: dict[str, Any]
+
+
+def save_state(http: httpx.Client) -> SavedState:
+    """A conversation with a response's turn in it, and a chat completion made with ``store: true``."""
+    made = http.post("/v1/conversations", json={"items": [{"role": "user", "content": "Hello!"}]}).json()
+    create(http, input="What is the capital of France?", conversation=made["id"])
+    items = http.get(f"/v1/conversations/{made['id']}/items", params={"order": "asc"}).json()
+    assert [item["role"] for item in items["data"]] == ["user", "user", "assistant"], items
+    chat = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8, "store": True}
+    completion = http.post("/v1/chat/completions", json={**chat, "metadata": {"kept": "yes"}}).json()
+    return SavedState(made, items, http.get(f"/v1/chat/completions/{completion['id']}").json())
+
+
+def assert_state_kept(http: httpx.Client, other: httpx.Client, state: SavedState) -> None:
+    """``state`` reads the same for its owner, and does not exist for another key."""
+    conversation, completion = (
+        f"/v1/conversations/{state.conversation['id']}",
+        f"/v1/chat/completions/{state.completion['id']}",
+    )
+    assert http.get(conversation).json() == state.conversation
+    assert http.get(f"{conversation}/items", params={"order": "asc"}).json() == state.items
+    assert http.get(completion).json() == state.completion
+    listed = http.get("/v1/chat/completions", params={"metadata[kept]": "yes"}).json()["data"]
+    assert state.completion in listed
+    for path in (conversation, f"{conversation}/items", completion, f"{completion}/messages"):
+        assert envelope(other.get(path), 404)["code"] == "not_found"
+    assert state.completion["id"] not in [item["id"] for item in other.get("/v1/chat/completions").json()["data"]]
+
+
+@dataclass(frozen=True)
 class FirstLife:
     """What the first server wrote before its SIGTERM, as its clients got it."""
 
@@ -151,6 +193,7 @@ class FirstLife:
     deleted_id: str
     background_id: str
     stream: StreamTail
+    state: SavedState
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +210,7 @@ def first_life(pool: ServerPool) -> FirstLife:
             input_items = fetch(http, stored["id"], "/input_items")
             deleted_id = create(http, input="Say hi.", max_output_tokens=16)["id"]
             assert http.delete(f"{RESPONSES}/{deleted_id}").status_code == 200
+            state = save_state(http)
             background = create(http, **endless_response(background=True))
             wait_for(lambda: fetch(http, background["id"])["status"] == "in_progress", 30, "the background run")
         stream = StreamTail(srv)
@@ -178,7 +222,7 @@ def first_life(pool: ServerPool) -> FirstLife:
         srv.stop()  # SIGTERM, then the tree's exit
     assert not srv.killed, f"processes of the server left running after it stopped: {srv.killed}"
     thread.join(30)
-    return FirstLife(stored, chained, input_items, deleted_id, background["id"], stream)
+    return FirstLife(stored, chained, input_items, deleted_id, background["id"], stream, state)
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +243,9 @@ def test_a_stream_cut_by_the_end_of_the_grace_ends_with_an_error_event(first_lif
     assert errors and errors[0]["code"] == "service_unavailable", errors
 
 
-def test_graceful_restart_keeps_stored_responses(first_life: FirstLife, second_life: Server) -> None:
+def test_graceful_restart_keeps_stored_responses(
+    first_life: FirstLife, second_life: Server, other_store_key: str
+) -> None:
     stored, chained = first_life.stored, first_life.chained
     with session(second_life) as http:
         assert fetch(http, stored["id"]) == stored
@@ -207,6 +253,8 @@ def test_graceful_restart_keeps_stored_responses(first_life: FirstLife, second_l
         assert fetch(http, chained["id"]) == chained
         assert fetch(http, stored["id"], "/input_items") == first_life.input_items
         assert envelope(http.get(f"{RESPONSES}/{first_life.deleted_id}"), 404)["param"] == "response_id"
+        with session(second_life, other_store_key) as other:
+            assert_state_kept(http, other, first_life.state)  # conversations and stored completions, durable too
         # The chain goes on: the same as its turns replayed (earlier instructions stay behind, as they should).
         third = create(http, input="And of Italy?", previous_response_id=chained["id"], store=False)
         assert third["previous_response_id"] == chained["id"]
@@ -357,6 +405,23 @@ def test_replicas_share_stored_responses(replicas: Replicas) -> None:
             400,
         )
         assert error["code"] == "previous_response_not_found"  # its chain lost a link
+
+
+def test_replicas_share_conversations_and_stored_completions(replicas: Replicas) -> None:
+    with session(replicas.one) as one, session(replicas.two) as two, session(replicas.two, replicas.other_key) as other:
+        state = save_state(one)
+        assert_state_kept(two, other, state)
+        path = f"/v1/conversations/{state.conversation['id']}"
+        turn = create(two, input="And of Germany?", conversation=state.conversation["id"])  # on the other replica
+        items = one.get(f"{path}/items", params={"order": "asc"}).json()["data"]
+        assert [item["id"] for item in items] == [*(item["id"] for item in state.items["data"]), items[3]["id"],
+                                                  turn["output"][0]["id"]]  # fmt: skip
+        refused = other.post(RESPONSES, json={"model": CHAT_MODEL, "input": "Hi", "conversation": path.rsplit("/")[-1]})
+        assert envelope(refused, 404)["param"] == "conversation"
+        assert two.delete(f"/v1/chat/completions/{state.completion['id']}").status_code == 200
+        assert envelope(one.get(f"/v1/chat/completions/{state.completion['id']}"), 404)["code"] == "not_found"
+        assert two.delete(path).json()["deleted"] is True
+        assert envelope(one.get(f"{path}/items"), 404)["param"] == "conversation_id"
 
 
 def test_a_background_response_is_polled_on_the_other_replica(replicas: Replicas) -> None:

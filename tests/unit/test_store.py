@@ -16,10 +16,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, insert
 
-from openai_routes.store import ResponseRecord, StateStore, StoreFullError, StoreLimits
-from openai_routes.store.database import async_url
+from openai_routes.store import ConversationRecord, ResponseRecord, StateStore, StoreFullError, StoreLimits
+from openai_routes.store.database import MIGRATIONS, async_url
 from openai_routes.store.records import dumps
+from openai_routes.store.tables import RESPONSES
 from tests.unit.store_fixtures import ROOT, TTL, make_record, schema_differences
 
 
@@ -193,6 +197,36 @@ async def test_reopening_keeps_the_data_and_migrates_nothing(tmp_path: Path) -> 
     finally:
         for store in again:
             await store.close()
+    with sqlite3.connect(tmp_path / "data" / "responses.db") as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+
+
+def test_a_database_of_the_first_release_upgrades_and_keeps_its_responses(tmp_path: Path) -> None:
+    """A store written at revision 0001 (responses only) gains the conversations and stored completions tables at
+    the next open, its responses intact."""
+    url = sqlite_url(tmp_path)
+    (tmp_path / "data").mkdir()
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url)
+    with create_engine(url).begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        record = make_record("resp_old")
+        connection.execute(insert(RESPONSES).values({**vars(record), "expires_at": 2**40, "updated_at": 0}))
+
+    async def reopen() -> None:
+        state = await StateStore.open(url, StoreLimits(TTL, 10_000))
+        try:
+            got = await state.responses.get("resp_old", "alice")
+            assert got is not None and got.response == record.response
+            made = ConversationRecord("conv_1", "alice", int(time.time()))
+            await state.conversations.create(made, [{"id": "msg_1", "type": "message"}])
+            assert await state.conversations.all_items("conv_1", "alice") == [{"id": "msg_1", "type": "message"}]
+        finally:
+            await state.close()
+
+    asyncio.run(reopen())
     with sqlite3.connect(tmp_path / "data" / "responses.db") as connection:
         assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
 

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from openai_routes.store import StateStore, StoreFullError, StoreLimits
+from openai_routes.store import CompletionRecord, ConversationRecord, StateStore, StoreFullError, StoreLimits
+from openai_routes.store.pages import PageQuery
 from tests.unit.store_fixtures import TTL, Postgres, make_record, schema_differences
 
 
@@ -104,3 +105,28 @@ async def test_replicas_opening_at_once_migrate_once(postgres: Postgres) -> None
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_two_replicas_share_conversations_and_stored_completions(postgres: Postgres) -> None:
+    one, two = await open_replicas(postgres.new_database())
+    try:
+        await one.conversations.create(ConversationRecord("conv_1", "alice", int(time.time()), {"k": "v"}), [])
+        assert await two.conversations.add_items("conv_1", "alice", [{"id": f"msg_{i}"} for i in range(3)])
+        assert not await two.conversations.add_items("conv_1", "mallory", [{"id": "msg_x"}])
+        page = await one.conversations.items("conv_1", "alice", PageQuery(limit=2, order="asc"))
+        assert page == ([{"id": "msg_0"}, {"id": "msg_1"}], True)
+        assert await one.conversations.items("conv_1", "mallory", PageQuery()) is None
+        for i, metadata in enumerate(({"team": "a"}, {"team": "b"}, {"team": "a", "env": "prod"})):
+            record = CompletionRecord(f"chatcmpl-{i}", "alice", "m", int(time.time()), {"id": f"chatcmpl-{i}"}, [])
+            record.metadata = metadata
+            await (one if i % 2 else two).completions.save(record)
+        team_a, more = await two.completions.list("alice", PageQuery(order="asc"), metadata={"team": "a"})
+        assert [record.id for record in team_a] == ["chatcmpl-0", "chatcmpl-2"] and not more
+        both, _ = await one.completions.list("alice", PageQuery(), metadata={"team": "a", "env": "prod"})
+        assert [record.id for record in both] == ["chatcmpl-2"]
+        assert (await one.completions.list("mallory", PageQuery()))[0] == []
+        assert await one.conversations.delete("conv_1", "alice")
+        assert await two.conversations.all_items("conv_1", "alice") is None
+    finally:
+        await one.close()
+        await two.close()

@@ -209,11 +209,11 @@ def test_a_database_of_the_first_release_upgrades_and_keeps_its_responses(tmp_pa
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url)
-    with create_engine(url).begin() as connection:
-        config.attributes["connection"] = connection
+    with create_engine(url).begin() as first:
+        config.attributes["connection"] = first
         command.upgrade(config, "0001")
         record = make_record("resp_old")
-        connection.execute(insert(RESPONSES).values({**vars(record), "expires_at": 2**40, "updated_at": 0}))
+        first.execute(insert(RESPONSES).values({**vars(record), "expires_at": 2**40, "updated_at": 0}))
 
     async def reopen() -> None:
         state = await StateStore.open(url, StoreLimits(TTL, 10_000))

@@ -20,7 +20,14 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, insert
 
-from openai_routes.store import ConversationRecord, ResponseRecord, StateStore, StoreFullError, StoreLimits
+from openai_routes.store import (
+    CompletionRecord,
+    ConversationRecord,
+    ResponseRecord,
+    StateStore,
+    StoreFullError,
+    StoreLimits,
+)
 from openai_routes.store.database import MIGRATIONS, async_url
 from openai_routes.store.records import dumps
 from openai_routes.store.tables import RESPONSES
@@ -316,3 +323,19 @@ async def test_a_writer_killed_mid_write_loses_nothing_it_confirmed(tmp_path: Pa
     assert missing == []
     with sqlite3.connect(tmp_path / "data" / "responses.db") as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+async def test_conversations_and_completions_expire_a_ttl_after_their_last_change(tmp_path: Path) -> None:
+    state = await StateStore.open(sqlite_url(tmp_path), StoreLimits(60, 10_000))
+    try:
+        await state.conversations.create(ConversationRecord("conv_1", "alice", int(time.time())), [{"id": "msg_1"}])
+        completion = CompletionRecord("chatcmpl-1", "alice", "m", int(time.time()), {"id": "chatcmpl-1"}, [])
+        await state.completions.save(completion)
+        assert await state.purge_expired() == 0
+        assert await state.purge_expired(now=time.time() + 61) == 2  # the conversation and the completion
+        assert await state.conversations.get("conv_1", "alice") is None
+        assert await state.completions.get("chatcmpl-1", "alice") is None
+        async with state.engine.connect() as connection:  # the items went with their conversation
+            assert (await connection.exec_driver_sql("SELECT count(*) FROM conversation_items")).scalar() == 0
+    finally:
+        await state.close()

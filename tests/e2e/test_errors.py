@@ -230,7 +230,7 @@ def test_unknown_path_is_404(http: httpx.Client, method: str, path: str) -> None
 
 
 @pytest.mark.parametrize(
-    ("method", "path"), [("GET", CHAT), ("PUT", COMPLETIONS), ("DELETE", "/v1/models"), ("POST", "/v1/models")]
+    ("method", "path"), [("PUT", CHAT), ("GET", COMPLETIONS), ("DELETE", "/v1/models"), ("POST", "/v1/models")]
 )
 def test_wrong_method_is_405(http: httpx.Client, method: str, path: str) -> None:
     error = envelope(http.request(method, path), 405)

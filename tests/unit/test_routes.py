@@ -503,7 +503,8 @@ async def test_model_used_for_the_wrong_task(h: Harness, path: str, request_body
 async def test_unknown_route_and_method(h: Harness) -> None:
     error = assert_error(await h.client.get("/nope"), 404, None, "not_found")
     assert error["message"] == "Unknown route: GET /nope"
-    assert_error(await h.client.get("/chat/completions"), 405, None, "method_not_allowed")
+    assert_error(await h.client.get("/completions"), 405, None, "method_not_allowed")
+    assert_error(await h.client.put("/chat/completions"), 405, None, "method_not_allowed")
 
 
 async def test_validation_error_through_the_app(h: Harness) -> None:

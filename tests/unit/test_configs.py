@@ -126,7 +126,7 @@ def test_service_declares_the_default_configs_models_envs_and_resources() -> Non
 @by_name(CONFIGS)
 def test_model_references_are_declared_without_resolving(path: Path) -> None:
     for model in load_config(path).models:
-        reference = service.model_reference(model)
+        reference = service.model_reference(model.source)
         if model.source.bentoml:
             assert isinstance(reference, BentoModel)
             assert str(reference.tag.name) == model.source.bentoml.split(":")[0]

@@ -77,6 +77,31 @@ def test_the_adapter_answers_as_peft_does(lora_client: openai.OpenAI, reference:
     assert response.output_text == reference["adapter"]
 
 
+def test_completions_logprobs_and_json_schema_through_the_adapter(lora_client: openai.OpenAI) -> None:
+    logprobs = {}
+    for model in (ADAPTER, CHAT_MODEL):
+        completion = lora_client.completions.create(
+            model=model, prompt="The capital of France is", max_tokens=4, temperature=0, logprobs=1
+        )
+        assert completion.model == model and completion.choices[0].logprobs is not None
+        logprobs[model] = completion.choices[0].logprobs.token_logprobs
+    assert logprobs[ADAPTER] != logprobs[CHAT_MODEL], "the adapter must change the completion's logprobs"
+    schema = {
+        "type": "object",
+        "properties": {"city": {"enum": ["Paris", "London"]}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    answer = lora_client.chat.completions.create(
+        model=ADAPTER,
+        messages=MESSAGES,
+        temperature=0,
+        max_tokens=32,
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema}},
+    )
+    assert json.loads(answer.choices[0].message.content or "")["city"] in ("Paris", "London")
+
+
 def test_admin_routes_take_admin_keys_only(lora_server: Server) -> None:
     body = {"lora_name": "x", "lora_path": "runtime"}
     client_key = admin(lora_server, "load_lora_adapter", body, key=lora_server.api_key)

@@ -4,6 +4,7 @@ its parent, admitted against its base), the adapters the config names, and the r
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from engines.lora_adapters import LoRAAdapters, LoRABase
 from openai_routes.core.adapters import AdapterLoader
 from openai_routes.core.engine import EngineInputError
 from openai_routes.core.errors import APIError, as_api_error
+from openai_routes.core.limits import Limits
 from openai_routes.core.registry import ModelRegistry, ServedModel
 from openai_routes.server.auth import KeyRing
 from settings import ServiceConfig
@@ -194,3 +196,27 @@ def test_config_adapters_need_lora_and_unique_names() -> None:
         ServiceConfig.model_validate(config(adapters=[adapter]))
     with pytest.raises(ValidationError, match="used twice: base"):
         ServiceConfig.model_validate(config(engine={"enable_lora": True}, adapters=[{**adapter, "id": "base"}]))
+
+
+async def test_an_adapter_is_admitted_against_its_base() -> None:
+    """Room for one sequence and no queue: while the adapter's request runs, the base's gets 429 (they share one
+    engine), and the adapter's request is counted under its own id."""
+    hold = asyncio.Event()
+    generator = FakeGenerateEngine(hold=hold)
+    registry = fake_registry(generator, FakeEmbedEngine())
+    registry.add(ServedModel("tuned", "chat", generator, parent=CHAT_MODEL))
+    app = build_app(registry, keys(CLIENT_KEY), Limits(max_in_flight=1, max_queued=0))
+    headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
+    user = [{"role": "user", "content": "hi"}]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test", headers=headers) as client:
+        adapter = asyncio.create_task(client.post("/chat/completions", json={"model": "tuned", "messages": user}))
+        while not generator.calls:
+            await asyncio.sleep(0.01)
+        # Admitted by mistake, it would wait for the held engine: the timeout only bounds that failure.
+        base = await asyncio.wait_for(
+            client.post("/chat/completions", json={"model": CHAT_MODEL, "messages": user}), 30
+        )
+        assert (base.status_code, base.json()["error"]["code"]) == (429, "rate_limit_exceeded")
+        hold.set()
+        answer = await adapter
+    assert (answer.status_code, answer.json()["model"]) == (200, "tuned")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import bentoml
@@ -19,17 +20,19 @@ from pydantic import BaseModel
 
 from bento_image import build_envs, build_image
 from engines.factory import start_models, stop_model
+from engines.lora_adapters import LoRAAdapters, LoRABase
+from engines.lora_files import bentoml_model
 from openai_routes.app import create_app, create_root_app
 from openai_routes.core.metrics import ServerMetrics, engine_gauges
 from openai_routes.core.registry import ModelRegistry
 from openai_routes.server.access_log import AccessLog
-from openai_routes.server.auth import KeyRing
+from openai_routes.server.auth import KeyRing, read_keys
 from openai_routes.server.envelope import OpenAIErrorEnvelope
 from openai_routes.server.guard import Drain
 from openai_routes.server.lifecycle import Lifecycle, freeze_startup_heap
 from openai_routes.server.loop_watch import LoopWatch
 from openai_routes.store.book import ResponseBook
-from settings import DEFAULT_CONFIG, ModelConfig, load_config
+from settings import DEFAULT_CONFIG, ModelSource, load_config
 
 logger = logging.getLogger("bento_oai")
 for _name in ("bento_oai", "openai_routes", "engines"):  # BentoML leaves other loggers at WARNING
@@ -45,12 +48,19 @@ class Args(BaseModel):
 CONFIG = load_config(bentoml.use_arguments(Args).config)
 registry = ModelRegistry()
 keyring = KeyRing()
+admin_keys = KeyRing()
+adapters = LoRAAdapters(
+    registry,
+    CONFIG.path(CONFIG.adapters_dir),
+    CONFIG.path(CONFIG.store.data_dir) / "lora_adapters.json",
+    find_tag=bentoml_model,
+)
 drain = Drain()
 lifecycle = Lifecycle(drain, CONFIG.limits.shutdown_grace)
 metrics = ServerMetrics()
 # A response still unfinished this long after it began cannot be running any more (its deadline has passed).
 book = ResponseBook(stale_after=CONFIG.limits.request_timeout + 60)
-app = create_app(registry, keyring, CONFIG.limits, metrics, drain, book)
+app = create_app(registry, keyring, CONFIG.limits, metrics, drain, book, admin=(admin_keys, adapters))
 root_app = create_root_app(registry, keyring, CONFIG.limits, drain, playground_page=CONFIG.playground)
 
 
@@ -58,14 +68,16 @@ def model_attribute(index: int) -> str:
     return f"model_{index}"
 
 
-def model_reference(model: ModelConfig) -> Any:
-    """The BentoML model declaration for a config entry (None for a local path)."""
-    if model.source.bentoml:
-        return bentoml.models.BentoModel(model.source.bentoml)
-    if model.source.huggingface:
-        return bentoml.models.HuggingFaceModel(
-            model.source.huggingface, revision=model.source.revision, exclude=HF_EXCLUDE
-        )
+def adapter_attribute(index: int, number: int) -> str:
+    return f"model_{index}_adapter_{number}"
+
+
+def model_reference(source: ModelSource) -> Any:
+    """The BentoML model declaration for a config entry's (or adapter's) source (None for a local path)."""
+    if source.bentoml:
+        return bentoml.models.BentoModel(source.bentoml)
+    if source.huggingface:
+        return bentoml.models.HuggingFaceModel(source.huggingface, revision=source.revision, exclude=HF_EXCLUDE)
     return None
 
 
@@ -77,17 +89,33 @@ class BentoOAIService:
         keyring.configure(CONFIG.auth.mode, os.environ.get("BENTO_OAI_API_KEYS"), CONFIG.auth.keys_file)
         store = CONFIG.store
         await book.open(store.database_url(os.environ), store.limits(), purge_every=store.purge_every)
-        models = [(model, self.model_path(index, model)) for index, model in enumerate(CONFIG.models)]
+        models = [
+            (model, self.source_path(model_attribute(index), model.source)) for index, model in enumerate(CONFIG.models)
+        ]
         await start_models(registry, models, CONFIG.limits.shutdown_grace, on_cpu=CONFIG.platform == "cpu")
+        await self.start_adapters()
         freeze_startup_heap()
         # Last: the freeze (and engine starts on GPU, on the loop) hold the loop longer than a stall worth logging.
         LoopWatch(asyncio.get_running_loop(), quiet=lambda: drain.draining).start()
 
-    def model_path(self, index: int, model: ModelConfig) -> str:
-        if model.source.path:
-            return model.source.path
-        resolved = getattr(self, model_attribute(index))
+    def source_path(self, attribute: str, source: ModelSource) -> str:
+        if source.path:
+            return str(CONFIG.path(source.path))
+        resolved = getattr(self, attribute)
         return resolved if isinstance(resolved, str) else str(resolved.path)
+
+    async def start_adapters(self) -> None:
+        """The config's LoRA adapters on their bases, then those loaded at run time before the last stop."""
+        admin_keys.set_keys(read_keys(os.environ.get("BENTO_OAI_ADMIN_KEYS"), None))
+        for index, model in enumerate(CONFIG.models):
+            if not model.lora:
+                continue
+            weights = self.source_path(model_attribute(index), model.source)
+            base = adapters.bases[model.id] = LoRABase(model.id, Path(weights), model.max_lora_rank)
+            for number, adapter in enumerate(model.adapters):
+                path = self.source_path(adapter_attribute(index, number), adapter.source)
+                await adapters.add(base, adapter.id, Path(path))
+        await adapters.restore()
 
     @bentoml.on_shutdown
     async def close_responses(self) -> None:
@@ -112,8 +140,11 @@ class BentoOAIService:
 
 
 for _index, _model in enumerate(CONFIG.models):
-    if (_reference := model_reference(_model)) is not None:
-        setattr(BentoOAIService, model_attribute(_index), _reference)
+    _sources = {model_attribute(_index): _model.source}
+    _sources |= {adapter_attribute(_index, number): adapter.source for number, adapter in enumerate(_model.adapters)}
+    for _attribute, _source in _sources.items():
+        if (_reference := model_reference(_source)) is not None:
+            setattr(BentoOAIService, _attribute, _reference)
 
 BentoOAI = bentoml.service(
     name="bento-oai",

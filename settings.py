@@ -47,6 +47,13 @@ class ModelSource(StrictModel):
         return self
 
 
+class AdapterConfig(StrictModel):
+    """A LoRA adapter served as a model of its own on its base's engine (vLLM's ``--lora-modules``)."""
+
+    id: str = Field(min_length=1, description="The name clients pass as 'model' for the adapter.")
+    source: ModelSource = Field(description="A PEFT directory: in the BentoML store, on Hugging Face, or a path.")
+
+
 class ModelConfig(StrictModel):
     id: str = Field(min_length=1, description="The name clients pass as 'model'.")
     aliases: list[str] = Field(default_factory=list, description="Other names for the same engine.")
@@ -74,6 +81,20 @@ class ModelConfig(StrictModel):
         description="Overrides of the model's generation_config.json sampling defaults, per field (what a request "
         f"that omits the field gets): {', '.join(GENERATION_FIELDS)}. Null: the model's file as is.",
     )
+    adapters: list[AdapterConfig] = Field(
+        default_factory=list,
+        description="LoRA adapters on this model, each served under its own id; needs 'enable_lora: true' in "
+        "'engine' (with vLLM's max_loras, max_lora_rank, max_cpu_loras there).",
+    )
+
+    @property
+    def lora(self) -> bool:
+        """Whether this model's engine takes LoRA adapters (configured, or loaded at run time)."""
+        return bool(self.engine.get("enable_lora"))
+
+    @property
+    def max_lora_rank(self) -> int:
+        return int(self.engine.get("max_lora_rank", 16))  # vLLM's default
 
     @property
     def chat_template_text(self) -> str | None:
@@ -97,6 +118,16 @@ class ModelConfig(StrictModel):
                 f"allowed: {', '.join(GENERATION_FIELDS)}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _adapters_need_lora(self) -> ModelConfig:
+        if self.adapters and (self.task != "chat" or not self.lora):
+            raise ValueError("'adapters' needs a chat model with 'enable_lora: true' in 'engine'")
+        return self
+
+    @property
+    def adapter_ids(self) -> list[str]:
+        return [adapter.id for adapter in self.adapters]
 
     @property
     def runner(self) -> str:
@@ -187,6 +218,11 @@ class ServiceConfig(StrictModel):
     traffic: TrafficConfig = Field(default_factory=TrafficConfig)
     env: dict[str, str] = Field(default_factory=dict, description="Environment for the engines, e.g. VLLM_*.")
     resources: dict[str, Any] = Field(default_factory=dict, description="BentoML resources (gpu, gpu_type, ...).")
+    adapters_dir: str = Field(
+        default=".data/adapters",
+        description="The directory of the LoRA adapters /v1/load_lora_adapter may load (by a directory name in it), "
+        "relative to the project unless absolute.",
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS; empty (the default) means CORS stays off."
     )
@@ -235,7 +271,7 @@ class ServiceConfig(StrictModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> ServiceConfig:
-        names = [name for model in self.models for name in (model.id, *model.aliases)]
+        names = [name for model in self.models for name in (model.id, *model.aliases, *model.adapter_ids)]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"model ids/aliases used twice: {', '.join(duplicates)}")

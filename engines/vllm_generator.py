@@ -2,12 +2,15 @@
 
 It composes the parts resolved once when the model loads: its chat template (``vllm_tokenizer``), its sampling
 defaults (``vllm_sampling``), its output parsers (``vllm_output``), and the reading of vLLM's outputs into steps
-(``vllm_steps``); what it can do beyond plain text is its ``ModelCapabilities``.
+(``vllm_steps``); what it can do beyond plain text is its ``ModelCapabilities``. ``with_adapter`` is the same model
+answering through a LoRA adapter: a view that shares the engine and every part, and adds vLLM's ``LoRARequest`` to
+each engine request.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,6 +31,7 @@ from openai_routes.core.engine import (
 )
 
 if TYPE_CHECKING:
+    from vllm.lora.request import LoRARequest
     from vllm.v1.engine.async_llm import AsyncLLM
 
 logger = logging.getLogger(__name__)
@@ -45,6 +49,7 @@ class VLLMGenerator(VLLMEngine):
         generation_defaults: Mapping[str, float | int] | None = None,
     ) -> None:
         super().__init__(llm)
+        self._adapter: LoRARequest | None = None
         self._defaults = checked_defaults(llm.model_config, generation_defaults)
         self._chat = ChatTemplate(self._tokens, chat_template)
         self._parsers = ModelParsers(self._tokens.tokenizer, tool_call_parser, reasoning_parser)
@@ -58,6 +63,20 @@ class VLLMGenerator(VLLMEngine):
             renders_tools=renders_tools,
             sampling_defaults=self._defaults,
         )
+
+    def with_adapter(self, adapter: LoRARequest) -> VLLMGenerator:
+        """This model answering through ``adapter`` (loaded with ``add_adapter`` first); the view owns nothing."""
+        view = copy.copy(self)
+        view._adapter = adapter
+        return view
+
+    async def add_adapter(self, adapter: LoRARequest) -> None:
+        """Load ``adapter`` into the engine (vLLM reads and checks its files; its errors are raised as they come)."""
+        await self._llm.add_lora(adapter)
+
+    def shutdown(self) -> None:
+        if self._adapter is None:  # an adapter's view shares its base's engine: the base shuts it down
+            super().shutdown()
 
     async def render_chat(
         self,
@@ -92,7 +111,8 @@ class VLLMGenerator(VLLMEngine):
         params = sampling_params(options, self._defaults, self._parsers.skip_special_tokens(options.parsed_tools))
         prompt = TokensPrompt(prompt_token_ids=prompt_token_ids)
         try:
-            async with contextlib.aclosing(self._llm.generate(prompt, params, request_id)) as outputs:
+            generated = self._llm.generate(prompt, params, request_id, lora_request=self._adapter)
+            async with contextlib.aclosing(generated) as outputs:
                 async for output in outputs:
                     yield self._steps.step(output, prompt_token_ids, options.logprobs)
         except EngineDeadError as exc:

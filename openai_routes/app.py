@@ -10,6 +10,7 @@ Endpoints (reference: https://platform.openai.com/docs/api-reference), one packa
 - ``POST /v1/responses``, ``GET``/``DELETE /v1/responses/{id}``, ``.../input_items``, ``.../cancel``,
   ``POST /v1/responses/input_tokens``: ``responses``
 - ``/v1/conversations`` and ``/v1/conversations/{id}/items``: ``conversations``
+- ``POST /v1/load_lora_adapter``, ``POST /v1/unload_lora_adapter``: ``lora`` (admin keys only, vLLM's shapes)
 - ``POST /tokenize``, ``POST /detokenize``: ``tokenize`` (vLLM's extension, at the root as vLLM serves it)
 - ``GET  /``, ``GET /playground`` (+ its files and ``/playground/config``): ``playground/``, the chat page
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from openai_routes.core.adapters import AdapterLoader
 from openai_routes.core.errors import install_error_handlers
 from openai_routes.core.limits import Limits
 from openai_routes.core.metrics import ServerMetrics
@@ -34,6 +36,7 @@ from openai_routes.endpoints.chat_completions import stored as stored_chat_compl
 from openai_routes.endpoints.completions import router as completions
 from openai_routes.endpoints.conversations import router as conversations
 from openai_routes.endpoints.embeddings import router as embeddings
+from openai_routes.endpoints.lora import router as lora
 from openai_routes.endpoints.models import router as models
 from openai_routes.endpoints.responses import router as responses
 from openai_routes.endpoints.tokenize import router as tokenize
@@ -46,9 +49,15 @@ from openai_routes.store.book import ResponseBook
 
 
 def create_app(
-    registry: ModelRegistry, keyring: KeyRing, limits: Limits, metrics: ServerMetrics, drain: Drain, book: ResponseBook
+    registry: ModelRegistry,
+    keyring: KeyRing,
+    limits: Limits,
+    metrics: ServerMetrics,
+    drain: Drain,
+    book: ResponseBook,
+    admin: tuple[KeyRing, AdapterLoader] | None = None,
 ) -> FastAPI:
-    """The OpenAI API, mounted at ``/v1``."""
+    """The OpenAI API, mounted at ``/v1``; with ``admin`` (the admin keys and the adapter loader), the admin routes."""
     app = FastAPI(title="bento-oai: OpenAI-compatible API", docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.include_router(models.create_router(registry))
@@ -59,6 +68,8 @@ def create_app(
     app.include_router(embeddings.create_router(registry, limits, metrics))
     app.include_router(responses.create_router(registry, limits, runs, book))
     app.include_router(conversations.create_router(book))
+    if admin is not None:
+        app.include_router(lora.create_router(admin[1]))
     # Starlette runs the last added middleware first: key check, then body/disconnect guard, then admission.
     app.add_middleware(
         Admission,
@@ -68,7 +79,7 @@ def create_app(
         retry_after=limits.retry_after,
         metrics=metrics,
     )
-    protect(app, keyring, limits, drain)
+    protect(app, keyring, limits, drain, admin=None if admin is None else admin[0])
     return app
 
 
@@ -92,9 +103,17 @@ def create_root_app(
 
 
 def protect(
-    app: FastAPI, keyring: KeyRing, limits: Limits, drain: Drain, public_paths: frozenset[str] = frozenset()
+    app: FastAPI,
+    keyring: KeyRing,
+    limits: Limits,
+    drain: Drain,
+    public_paths: frozenset[str] = frozenset(),
+    admin: KeyRing | None = None,
 ) -> None:
-    """The outermost layers of every app: the key check first (``public_paths`` exempt), then the
-    body/disconnect/draining guard."""
+    """The outermost layers of every app: the key check first (``public_paths`` exempt, the admin routes for
+    ``admin``'s keys), then the body/disconnect/draining guard."""
     app.add_middleware(RequestGuard, max_body_bytes=limits.max_body_bytes, drain=drain)
-    app.add_middleware(APIKeyMiddleware, keyring=keyring, public_paths=public_paths)
+    admin_paths = lora.ADMIN_PATHS if admin is not None else frozenset()
+    app.add_middleware(
+        APIKeyMiddleware, keyring=keyring, public_paths=public_paths, admin=admin, admin_paths=admin_paths
+    )

@@ -57,5 +57,5 @@ def engine_gauges(registry: ModelRegistry) -> str:
     """Prometheus text for each engine's own count of unfinished requests (appended to ``/metrics``)."""
     name = "bento_oai_engine_requests_running"
     lines = [f"# HELP {name} Requests the engine itself has not finished.", f"# TYPE {name} gauge"]
-    lines += [f'{name}{{model="{model.id}"}} {model.engine.num_in_flight()}' for model in registry.models()]
+    lines += [f'{name}{{model="{model.id}"}} {model.engine.num_in_flight()}' for model in registry.bases()]
     return "\n".join(lines) + "\n"

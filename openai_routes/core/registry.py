@@ -1,7 +1,8 @@
 """The models this server answers for: ids, aliases, and the engine behind each.
 
 The service fills the registry when its engines are up; routers resolve a request's ``model`` here, so an
-alias reaches the same engine as its id and an unknown name is a 404 ``model_not_found``.
+alias reaches the same engine as its id and an unknown name is a 404 ``model_not_found``. A LoRA adapter is a model
+of its own whose ``parent`` is its base: its engine is the base's, bound to the adapter.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ class ServedModel:
     owned_by: str = "bento-oai"
     created: int = 0
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    parent: str | None = None  # a LoRA adapter's base model: it runs on (and is admitted against) that engine
+
+    @property
+    def root(self) -> str:
+        """The model whose engine serves this one (vLLM's ``root``)."""
+        return self.parent or self.id
 
 
 class ModelRegistry:
@@ -35,6 +42,18 @@ class ModelRegistry:
             raise ValueError(f"model name(s) already registered: {', '.join(taken)}")
         self._models.append(model)
         self._by_name.update(dict.fromkeys(names, model))
+
+    def remove(self, name: str) -> ServedModel:
+        """Take the model ``name`` (its id) and its aliases out (a 404 for an unknown one)."""
+        model = self.get(name)
+        self._models.remove(model)
+        for alias in (model.id, *model.aliases):
+            del self._by_name[alias]
+        return model
+
+    def bases(self) -> list[ServedModel]:
+        """The models with an engine of their own (not adapters), each once."""
+        return [model for model in self._models if model.parent is None]
 
     def clear(self) -> None:
         self._by_name.clear()
@@ -57,7 +76,7 @@ class ModelRegistry:
         return list(self._models)
 
     def ready(self) -> bool:
-        return bool(self._models) and all(model.engine.is_healthy() for model in self._models)
+        return bool(self._models) and all(model.engine.is_healthy() for model in self.bases())
 
     def _usable(self, name: str, task: Task) -> ServedModel:
         model = self.get(name)

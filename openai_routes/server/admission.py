@@ -4,10 +4,10 @@ beyond both, 429 at once.
 A request holds as many sequences as it puts in the engine: ``n`` for a chat completion, prompts x ``n`` for a
 completion, one per input for embeddings. So ``limits.max_in_flight`` and ``limits.max_queued`` bound what the
 engine holds, not how many HTTP requests there are (a request larger than the whole capacity takes all of it,
-alone). The queue is first come, first served. Each model has its own gate, so a busy chat model never blocks
-the embedding model. Only ``POST`` calls are admitted here; ``GET /v1/models`` is never queued, and BentoML's
-``/livez``, ``/readyz`` and ``/metrics`` do not pass through this app at all. The body was read by
-``guard.RequestGuard``, which leaves it in the scope.
+alone). The queue is first come, first served. Each engine has its own gate, so a busy chat model never blocks
+the embedding model; a LoRA adapter shares its base's (one engine runs both). Only ``POST`` calls are admitted
+here; ``GET /v1/models`` is never queued, and BentoML's ``/livez``, ``/readyz`` and ``/metrics`` do not pass through
+this app at all. The body was read by ``guard.RequestGuard``, which leaves it in the scope.
 
 A request's sequences are a ``Slot``, left in the scope: acquired before the route runs and released when the
 request ends, unless the route takes it over (``take_over``) for work that outlives the request. A background
@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from openai_routes.core.context import current
 from openai_routes.core.errors import overloaded
 from openai_routes.core.metrics import ServerMetrics
-from openai_routes.core.registry import ModelRegistry
+from openai_routes.core.registry import ModelRegistry, ServedModel
 from openai_routes.server.guard import BODY_KEY
 
 
@@ -174,15 +174,15 @@ class Admission:
         self.metrics = metrics
         self.gates: dict[str, Gate] = {}
 
-    def gate(self, path: str, body: dict[str, Any]) -> tuple[str, Gate, int] | None:
+    def gate(self, path: str, body: dict[str, Any]) -> tuple[ServedModel, Gate, int] | None:
         name = body.get("model")
         model = self.registry.find(name) if isinstance(name, str) else None
         if model is None:
             return None  # the route answers (404, 400) without touching an engine
-        if model.id not in self.gates:
-            self.gates[model.id] = Gate(self.max_in_flight, self.max_queued)
-        gate = self.gates[model.id]
-        return model.id, gate, gate.weight(sequences(path, body))
+        if model.root not in self.gates:  # an adapter shares its base's gate: they share one engine
+            self.gates[model.root] = Gate(self.max_in_flight, self.max_queued)
+        gate = self.gates[model.root]
+        return model, gate, gate.weight(sequences(path, body))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -194,11 +194,11 @@ class Admission:
             await self.app(scope, receive, send)
             return
         model, gate, weight = found
-        current().model = model
+        current().model = model.id  # an adapter's own id: its requests are counted and timed under it
         if gate.full(weight):
             await overloaded(self.retry_after).response()(scope, receive, send)
             return
-        labels = {"model": model}
+        labels = {"model": model.root}  # the gate's: an adapter queues and runs in its base's
         slot = scope[SLOT_KEY] = Slot(
             gate, weight, self.metrics.queued.labels(**labels), self.metrics.in_flight.labels(**labels)
         )

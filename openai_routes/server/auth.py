@@ -7,6 +7,10 @@ configured the server does not run open: a random key is generated and logged on
 
 A few exact paths may be public for ``GET`` (the playground's page and files: ``playground.PUBLIC_PATHS``); the
 API itself never is. A request's key digest is left in its scope (``key_owner``): stored responses belong to it.
+
+The admin routes (``admin_paths``: loading LoRA adapters) take admin keys only, from ``BENTO_OAI_ADMIN_KEYS``
+(comma-separated), kept apart from the client keys: without any they are off (404), a client key gets 403, and they
+need an admin key even with the client key check disabled.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
+from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from openai_routes.core.errors import invalid_api_key
+from openai_routes.core.errors import APIError, invalid_api_key
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +48,10 @@ class KeyRing:
     def disable(self) -> None:
         self._digests = ()
         self.disabled = True
+
+    @property
+    def empty(self) -> bool:
+        return not self._digests
 
     def accepts(self, key: str) -> bool:
         digest = _digest(key)
@@ -94,13 +103,35 @@ def key_owner(scope: Scope) -> str:
     return owner
 
 
+def admin_only() -> APIError:
+    return APIError(
+        403, "This route needs an admin key (BENTO_OAI_ADMIN_KEYS).", type="permission_error", code="permission_denied"
+    )
+
+
+def admin_off() -> APIError:
+    return APIError(404, "The admin API is off: no admin key is configured.", code="not_found")
+
+
 class APIKeyMiddleware:
-    def __init__(self, app: ASGIApp, keyring: KeyRing, public_paths: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keyring: KeyRing,
+        public_paths: frozenset[str] = frozenset(),
+        admin: KeyRing | None = None,
+        admin_paths: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.keyring = keyring
         self.public_paths = public_paths
+        self.admin = admin
+        self.admin_paths = admin_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and get_route_path(scope) in self.admin_paths:
+            await self.check_admin(scope, receive, send)
+            return
         if scope["type"] != "http" or self.keyring.disabled or self.is_public(scope):
             await self.app(scope, receive, send)
             return
@@ -110,6 +141,20 @@ class APIKeyMiddleware:
             return
         scope["state"] = {**scope.get("state", {}), OWNER: _digest(key).hex()}
         await self.app(scope, receive, send)
+
+    async def check_admin(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """An admin route: an admin key passes; a client key is 403; anything else 401; no admin key at all, 404."""
+        key = bearer_key(scope)
+        if self.admin is None or self.admin.empty:
+            error = admin_off()
+        elif key is not None and self.admin.accepts(key):
+            await self.app(scope, receive, send)
+            return
+        elif key is not None and self.keyring.accepts(key):
+            error = admin_only()
+        else:
+            error = invalid_api_key()
+        await error.response()(scope, receive, send)
 
     def is_public(self, scope: Scope) -> bool:
         """A ``GET`` of one of the exact public paths (mounted at ``/``, so ``path`` is the route's own)."""

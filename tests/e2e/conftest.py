@@ -130,6 +130,12 @@ def limited(pool: ServerPool) -> Server:
     return pool.get("limited")
 
 
+@pytest.fixture(scope="session")
+def lora_server(pool: ServerPool) -> Server:
+    """The server with LoRA adapters (``tests/configs/lora.yaml``, ``tests.e2e.servers.lora_config``)."""
+    return pool.get("lora")
+
+
 @pytest.fixture(scope="module")
 def limited_http(limited: Server) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {limited.api_key}"}

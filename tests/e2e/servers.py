@@ -50,6 +50,38 @@ def greedy_config(_pool: ServerPool, server: Server) -> None:
     server.config = str(path)
 
 
+ADMIN_KEY = "sk-admin-lora-tests"
+
+
+def lora_config(_pool: ServerPool, server: Server) -> None:
+    """``tests/configs/lora.yaml`` with the adapters PEFT makes in the server's directory: ``static`` (the config's),
+    ``runtime`` (the same weights, for loading at run time), ``rank16`` (over the config's max_lora_rank 8) and
+    ``escape`` (a symlink out of the adapters directory); and PEFT's reference answers in ``reference.json``."""
+    import bentoml
+
+    from tests.lora_adapter import make_adapter, reference
+
+    directory = server.log_path.parent
+    adapters = directory / "adapters"
+    base = Path(bentoml.models.get(CHAT_MODEL).path)
+    static = make_adapter(base, adapters / "static")
+    make_adapter(base, adapters / "rank16", rank=16)
+    (adapters / "runtime").symlink_to(static)
+    (adapters / "escape").symlink_to(base)
+    reference(base, static, directory / "reference.json")
+    config = yaml.safe_load((ROOT / "tests" / "configs" / "lora.yaml").read_text())
+    config["models"][0]["adapters"][0]["source"] = {"path": str(static)}
+    config["adapters_dir"] = str(adapters)
+    config["store"] = {"data_dir": str(directory)}
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    server.config = str(path)
+
+
+def admin_key(_pool: ServerPool, _directory: Path) -> dict[str, str]:
+    return {"BENTO_OAI_ADMIN_KEYS": ADMIN_KEY}
+
+
 def bentoml_cli(*args: str, cwd: Path = ROOT) -> str:
     result = subprocess.run([str(BENTOML), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"bentoml {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
@@ -123,4 +155,5 @@ SPECS = [
         "replica-two", ("replicas", "arbiter_victim"), config=SHORT_GRACE, env=postgres_store, key_group="store"
     ),
     ServerSpec("bento", ("bento_server", "worker_victim"), build=built_bento, settle=serves_again),
+    ServerSpec("lora", ("lora_server",), build=lora_config, env=admin_key),
 ]

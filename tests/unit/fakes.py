@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from starlette.types import Scope
 
 from openai_routes.app import create_app
+from openai_routes.core.adapters import AdapterLoader
 from openai_routes.core.engine import (
     Embedding,
     EmbedEngine,
@@ -284,12 +285,17 @@ def fake_registry(generator: FakeGenerateEngine, embedder: FakeEmbedEngine) -> M
 
 
 def build_app(
-    registry: ModelRegistry, keyring: KeyRing, limits: Limits | None = None, book: ResponseBook | None = None
+    registry: ModelRegistry,
+    keyring: KeyRing,
+    limits: Limits | None = None,
+    book: ResponseBook | None = None,
+    admin: tuple[KeyRing, AdapterLoader] | None = None,
 ) -> FastAPI:
     """``create_app`` with metrics in a registry of their own (prometheus refuses duplicate names), no drain, and
     a response book whose store is not open unless one is given (opened by the test)."""
     metrics = ServerMetrics.for_registry(prometheus_client.CollectorRegistry())
-    return create_app(registry, keyring, limits or Limits(), metrics, Drain(), book or ResponseBook(stale_after=660))
+    book = book or ResponseBook(stale_after=660)
+    return create_app(registry, keyring, limits or Limits(), metrics, Drain(), book, admin=admin)
 
 
 def http_scope(path: str, api_key: str) -> Scope:

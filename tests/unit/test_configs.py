@@ -125,14 +125,17 @@ def test_service_declares_the_default_configs_models_envs_and_resources() -> Non
 
 @by_name(CONFIGS)
 def test_model_references_are_declared_without_resolving(path: Path) -> None:
-    for model in load_config(path).models:
-        reference = service.model_reference(model)
-        if model.source.bentoml:
+    models = load_config(path).models
+    for source in [model.source for model in models] + [
+        adapter.source for model in models for adapter in model.adapters
+    ]:
+        reference = service.model_reference(source)
+        if source.bentoml:
             assert isinstance(reference, BentoModel)
-            assert str(reference.tag.name) == model.source.bentoml.split(":")[0]
-        elif model.source.huggingface:
+            assert str(reference.tag.name) == source.bentoml.split(":")[0]
+        elif source.huggingface:
             assert isinstance(reference, HuggingFaceModel)
-            assert (reference.model_id, reference.revision) == (model.source.huggingface, model.source.revision)
+            assert (reference.model_id, reference.revision) == (source.huggingface, source.revision)
             assert "original/*" in (reference.exclude or []), "never download Meta's duplicate original checkpoint"
             assert "commit_hash" not in reference.__dict__, "declaring a model must not ask the hub"
         else:

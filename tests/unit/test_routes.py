@@ -468,6 +468,8 @@ async def test_models_list_and_retrieve(h: Harness) -> None:
         "created": 1700000001,
         "owned_by": "tests",
         "max_model_len": 32,
+        "root": EMBED_MODEL,
+        "parent": None,
     }
 
 

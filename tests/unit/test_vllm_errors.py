@@ -131,11 +131,17 @@ class FakeLLM:
         self.outputs = outputs
         self.closed = False
         self.errored = False
+        self.lora_requests: list[Any] = []
+        self.shut_down = False
+
+    def shutdown(self) -> None:
+        self.shut_down = True
 
     def get_tokenizer(self) -> FakeTokenizer:
         return FakeTokenizer()
 
-    async def generate(self, *_args: Any) -> AsyncGenerator[RequestOutput, None]:
+    async def generate(self, *_args: Any, lora_request: Any = None) -> AsyncGenerator[RequestOutput, None]:
+        self.lora_requests.append(lora_request)
         try:
             for output in self.outputs:
                 yield output
@@ -185,3 +191,17 @@ async def test_closing_the_stream_closes_vllms_generator_without_gc() -> None:
         assert llm.closed
     finally:
         gc.enable()
+
+
+async def test_an_adapters_view_sends_its_lora_request_and_owns_no_engine() -> None:
+    from vllm.lora.request import LoRARequest
+
+    engine, llm = generator([output("a", "stop", finished=True)])
+    adapter = LoRARequest(lora_name="tuned", lora_int_id=1, lora_path="/adapters/tuned")
+    view = engine.with_adapter(adapter)
+    for served in (view, engine):
+        async for _step in served.generate([1], SamplingOptions(max_tokens=8), "r"):
+            pass
+    assert llm.lora_requests == [adapter, None]
+    view.shutdown()
+    assert not llm.shut_down

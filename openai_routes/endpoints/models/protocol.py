@@ -1,7 +1,8 @@
 """Models: ``GET /v1/models`` and ``GET /v1/models/{id}``.
 
 Reference: https://platform.openai.com/docs/api-reference/models. ``max_model_len`` is vLLM's extension of
-OpenAI's object (its ``ModelCard`` has it): the context length, which clients size their requests from.
+OpenAI's object (its ``ModelCard`` has it): the context length, which clients size their requests from; so are
+``root`` (the model whose engine serves it) and ``parent`` (a LoRA adapter's base model, null for a base).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ class Model(BaseModel):
     created: int
     owned_by: str
     max_model_len: int
+    root: str
+    parent: str | None = None
 
 
 class ModelList(BaseModel):

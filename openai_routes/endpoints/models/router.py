@@ -10,7 +10,14 @@ from openai_routes.endpoints.models.protocol import Model, ModelList
 
 
 def model_object(name: str, model: ServedModel) -> Model:
-    return Model(id=name, created=model.created, owned_by=model.owned_by, max_model_len=model.engine.max_model_len)
+    return Model(
+        id=name,
+        created=model.created,
+        owned_by=model.owned_by,
+        max_model_len=model.engine.max_model_len,
+        root=model.root,
+        parent=model.parent,
+    )
 
 
 def create_router(registry: ModelRegistry) -> APIRouter:

@@ -15,7 +15,7 @@ TESTS ?=
 BENCH_VENV := .venv-bench
 BENCH_ARGS ?=
 
-.PHONY: install models browser serve build container container-tools test test-container unit e2e lint format bench clean
+.PHONY: install models browser serve build container container-tools test test-stress test-container unit e2e lint format bench clean
 .DEFAULT_GOAL := serve
 
 $(BIN)/python:
@@ -70,6 +70,11 @@ container-tools:
 			echo ">>> no container builder: install Docker, or podman and mmdebstrap (apt-get install podman mmdebstrap)"; exit 1; \
 		fi; }
 
+# Load and fuzz runs against the real engine (64 streams, 100 disconnects, a saturated queue, a schemathesis sample;
+# tests marked `stress`), kept out of `make test`'s 15 minutes; CI runs them after it.
+test-stress: models browser
+	$(BIN)/pytest tests/e2e -m stress $(PYTEST_ARGS)
+
 # The container's own suite (CI runs it after `make test`): builds the image as `make container` does, runs it as
 # a user would, and removes every image, container and volume it made (~15 min on a fresh machine).
 test-container: models container-tools
@@ -104,7 +109,7 @@ e2e: models browser
 # fails `make test`.
 test: install models browser
 	@lint_log=$$(mktemp); $(MAKE) --no-print-directory lint > $$lint_log 2>&1 & lint=$$!; \
-	$(BIN)/pytest tests --ignore=tests/container $(PYTEST_ARGS); tests=$$?; \
+	$(BIN)/pytest tests --ignore=tests/container -m "not stress" $(PYTEST_ARGS); tests=$$?; \
 	wait $$lint; linted=$$?; echo ">>> lint"; cat $$lint_log; rm -f $$lint_log; \
 	[ $$tests -eq 0 ] && [ $$linted -eq 0 ]
 

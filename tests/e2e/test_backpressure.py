@@ -67,6 +67,7 @@ async def probe_while_saturated(session: httpx.AsyncClient, model: str) -> dict[
     return answers
 
 
+@pytest.mark.stress
 async def test_saturation_gives_exactly_four_200s_and_six_fast_429s(limited: Server) -> None:
     headers = {"Authorization": f"Bearer {limited.api_key}"}
     pool = httpx.Limits(max_connections=32, max_keepalive_connections=32)
@@ -115,6 +116,7 @@ async def test_saturation_gives_exactly_four_200s_and_six_fast_429s(limited: Ser
         assert seconds < 5, f"{path} took {seconds:.1f} s under load"
 
 
+@pytest.mark.stress
 def test_capacity_is_back_after_saturation(limited: Server, limited_http: httpx.Client) -> None:
     wait_engine_idle(limited, CHAT_MODEL, timeout=30)
     assert limited_http.post(CHAT, json=short_body()).status_code == 200

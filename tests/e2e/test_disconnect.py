@@ -127,6 +127,7 @@ def send_then_hang_up(server: Server, path: str, body: dict[str, Any], wait: flo
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 def test_a_hundred_disconnects_at_random_points_leave_nothing_running(server: Server) -> None:
     """Before the first step, between it and the first body byte, mid-stream, mid-body: every time the engine's
     running count returns to 0."""

@@ -82,6 +82,7 @@ def limit_to_the_served_model(case: Any) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.stress
 def test_a_fuzz_sample_through_the_real_engine_never_gets_a_5xx(limited: Server) -> None:
     import requests
     import schemathesis

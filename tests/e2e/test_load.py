@@ -125,6 +125,7 @@ def settle(server: Server, baseline: TreeFigures, timeout: float) -> tuple[TreeF
     return now, time.monotonic() - started
 
 
+@pytest.mark.stress
 async def test_64_streaming_clients_with_disconnects(server: Server, client: openai.OpenAI) -> None:
     if not server.tree():
         pytest.skip("the server was started elsewhere (BENTO_OAI_E2E_PORT): its processes are not ours to measure")

@@ -1,10 +1,14 @@
 """OpenAI's cursor lists as every listing endpoint reads them: the ``limit``/``order``/``after`` query checked
-(400s on their param), and a page of a list held in memory (a response's input items, a completion's messages).
+(400s on their param; a route takes it as ``NewestFirst`` or ``OldestFirst``, OpenAI's default order for that list),
+and a page of a list held in memory (a response's input items, a completion's messages).
 Lists kept in the database are paged there (``store/pages.py``)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, Query
 
 from openai_routes.core.errors import bad_request
 from openai_routes.protocol.common import ObjectList
@@ -18,6 +22,23 @@ def page_query(limit: int, order: str, after: str | None) -> PageQuery:
         raise bad_request("'order' must be 'asc' or 'desc'.", param="order")
     direction: Literal["asc", "desc"] = "asc" if order == "asc" else "desc"
     return PageQuery(limit, direction, after)
+
+
+def page_params(default_order: Literal["asc", "desc"]) -> Callable[..., PageQuery]:
+    """The list's query parameters, checked, as a route dependency."""
+
+    def params(
+        limit: int = Query(default=20),
+        order: str = Query(default=default_order),
+        after: str | None = Query(default=None),
+    ) -> PageQuery:
+        return page_query(limit, order, after)
+
+    return params
+
+
+NewestFirst = Annotated[PageQuery, Depends(page_params("desc"))]
+OldestFirst = Annotated[PageQuery, Depends(page_params("asc"))]
 
 
 def page_of(items: list[dict[str, Any]], query: PageQuery, owner_name: str) -> ObjectList:

@@ -60,7 +60,8 @@ class ConversationStore:
         return None if row is None else ConversationRecord(row.id, row.owner, row.created_at, row.metadata)
 
     async def update_metadata(self, conversation_id: str, owner: str, metadata: dict[str, str]) -> bool:
-        values = {"metadata": metadata, "updated_at": now(), "expires_at": now() + self.ttl}
+        moment = now()
+        values = {"metadata": metadata, "updated_at": moment, "expires_at": moment + self.ttl}
         async with self.engine.begin() as connection:
             result = await connection.execute(
                 update(CONVERSATIONS).where(_visible(conversation_id, owner)).values(values)
@@ -70,8 +71,6 @@ class ConversationStore:
     async def delete(self, conversation_id: str, owner: str) -> bool:
         async with self.engine.begin() as connection:
             result = await connection.execute(delete(CONVERSATIONS).where(_visible(conversation_id, owner)))
-            if result.rowcount:  # the foreign key cascades; said again for a database where it is off
-                await connection.execute(delete(CONVERSATION_ITEMS).where(ITEM.conversation_id == conversation_id))
         return result.rowcount > 0
 
     async def add_items(self, conversation_id: str, owner: str, items: list[dict[str, Any]]) -> bool:
@@ -131,8 +130,6 @@ class ConversationStore:
 
     async def purge_expired(self, cutoff: int) -> int:
         async with self.engine.begin() as connection:
-            gone = select(CONVERSATION.id).where(CONVERSATION.expires_at <= cutoff)
-            await connection.execute(delete(CONVERSATION_ITEMS).where(ITEM.conversation_id.in_(gone)))
             result = await connection.execute(delete(CONVERSATIONS).where(CONVERSATION.expires_at <= cutoff))
         return result.rowcount
 

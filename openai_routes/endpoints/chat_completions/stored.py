@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from openai_routes.core.errors import APIError, bad_request
 from openai_routes.endpoints.chat_completions.wire import Keep
-from openai_routes.endpoints.lists import page_of, page_query
+from openai_routes.endpoints.lists import OldestFirst, page_of
 from openai_routes.protocol.chat import ChatCompletion, ChatCompletionRequest, ChatMessage
 from openai_routes.protocol.common import Metadata, ObjectList, OpenAIModel
 from openai_routes.server.auth import key_owner
@@ -89,12 +89,9 @@ def create_router(book: ResponseBook) -> APIRouter:
     @router.get("/chat/completions")
     async def list_completions(
         http: Request,
+        query: OldestFirst,
         model: str | None = Query(default=None),
-        limit: int = Query(default=20),
-        order: str = Query(default="asc"),
-        after: str | None = Query(default=None),
     ) -> ObjectList:
-        query = page_query(limit, order, after)
         metadata = {
             match[1]: value
             for key, value in http.query_params.multi_items()
@@ -105,7 +102,7 @@ def create_router(book: ResponseBook) -> APIRouter:
                 key_owner(http.scope), query, model=model, metadata=metadata
             )
         except UnknownCompletionCursor:
-            raise bad_request(f"No stored chat completion with id '{after}'.", param="after") from None
+            raise bad_request(f"No stored chat completion with id '{query.after}'.", param="after") from None
         return ObjectList.of([record.completion for record in records], more)
 
     @router.get("/chat/completions/{completion_id}", response_model=None)
@@ -129,11 +126,9 @@ def create_router(book: ResponseBook) -> APIRouter:
     async def list_messages(
         completion_id: str,
         http: Request,
-        limit: int = Query(default=20),
-        order: str = Query(default="asc"),
-        after: str | None = Query(default=None),
+        query: OldestFirst,
     ) -> ObjectList:
         messages = (await find(completion_id, key_owner(http.scope))).messages
-        return page_of(messages, page_query(limit, order, after), "chat completion")
+        return page_of(messages, query, "chat completion")
 
     return router

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 
 from openai_routes.core.errors import APIError, bad_request
 from openai_routes.endpoints.conversation_state import add_items, conversation_not_found
@@ -24,7 +24,7 @@ from openai_routes.endpoints.conversations.protocol import (
     ConversationUpdateRequest,
     ItemCreateRequest,
 )
-from openai_routes.endpoints.lists import page_query
+from openai_routes.endpoints.lists import NewestFirst
 from openai_routes.pipeline.input_items import new_id, stored_item
 from openai_routes.protocol.common import ObjectList
 from openai_routes.server.auth import key_owner
@@ -86,15 +86,12 @@ def create_router(book: ResponseBook) -> APIRouter:
     async def list_items(
         conversation_id: str,
         http: Request,
-        limit: int = Query(default=20),
-        order: str = Query(default="desc"),
-        after: str | None = Query(default=None),
+        query: NewestFirst,
     ) -> ObjectList:
-        query = page_query(limit, order, after)
         try:
             found = await book.state.conversations.items(conversation_id, key_owner(http.scope), query)
         except UnknownCursor:
-            raise bad_request(f"No item with id '{after}' in this conversation.", param="after") from None
+            raise bad_request(f"No item with id '{query.after}' in this conversation.", param="after") from None
         if found is None:
             raise conversation_not_found(conversation_id)
         return ObjectList.of(*found)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response as HTTPResponse
 
 from openai_routes.core.context import current
@@ -31,7 +31,7 @@ from openai_routes.core.limits import Limits
 from openai_routes.core.registry import ModelRegistry
 from openai_routes.endpoints.answer import answer, collect
 from openai_routes.endpoints.conversation_state import add_items, conversation_items
-from openai_routes.endpoints.lists import page_of, page_query
+from openai_routes.endpoints.lists import NewestFirst, page_of
 from openai_routes.endpoints.responses.objects import (
     DeletedResponse,
     InputTokenCount,
@@ -226,11 +226,8 @@ def create_router(registry: ModelRegistry, limits: Limits, runs: RunSettings, bo
     async def list_input_items(
         response_id: str,
         http: Request,
-        limit: int = Query(default=20),
-        order: str = Query(default="desc"),
-        after: str | None = Query(default=None),
+        query: NewestFirst,
     ) -> ObjectList:
-        query = page_query(limit, order, after)
         return page_of((await book.find(response_id, key_owner(http.scope))).input_items, query, "response")
 
     return router

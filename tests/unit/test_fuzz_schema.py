@@ -35,6 +35,7 @@ SCHEMA_WIDE_EXAMPLES = 300  # per operation and generation mode (25 operations: 
 SERVED_EXAMPLES = 700  # per generation endpoint, with a served model's name
 GENERATION = ("POST /chat/completions", "POST /completions", "POST /responses", "POST /embeddings")
 MINIMUM_CASES = 10_000
+SCHEMA_LOAD_TIMEOUT = 600  # seconds
 
 
 class WithBook:
@@ -71,7 +72,11 @@ def app_schema(store: Path) -> Iterator[Any]:
     app = build_app(fake_registry(generator, FakeEmbedEngine()), keyring, Limits(max_n=4, max_tokens=8), book)
     served = WithBook(app, book, f"sqlite+aiosqlite:///{store}")
     try:
-        yield schemathesis.openapi.from_asgi("/openapi.json", served, headers={"Authorization": f"Bearer {KEY}"})
+        # The shares run at the lowest priority beside the e2e servers: schemathesis' 10 s default for loading the
+        # schema is too short when the engines hold both cores (CI saw it time out).
+        yield schemathesis.openapi.from_asgi(
+            "/openapi.json", served, headers={"Authorization": f"Bearer {KEY}"}, timeout=SCHEMA_LOAD_TIMEOUT
+        )
     finally:
         asgi.shutdown_lifespans()
 
@@ -91,7 +96,15 @@ def name_a_served_model(case: Any) -> None:
 
 def fuzz_pass(kind: str, part: int, store: Path) -> FuzzTally:
     """One share of the fuzz, in a process of its own: half (``part`` 0 or 1) of the schema-wide operations or of
-    the served-model ones, alternating in label order."""
+    the served-model ones, alternating in label order. What it raises comes back as a ``RuntimeError`` with its
+    text (schemathesis' errors do not survive the trip back: their pickles lack their arguments)."""
+    try:
+        return run_share(kind, part, store)
+    except Exception as exc:
+        raise RuntimeError(f"fuzz share {kind} {part} raised {type(exc).__name__}: {exc}") from None
+
+
+def run_share(kind: str, part: int, store: Path) -> FuzzTally:
     tally = FuzzTally()
     with app_schema(store) as schema:
         if kind == "served":

@@ -1,5 +1,5 @@
 """``StateStore``: the one database of the state APIs, opened once: stored responses, conversations, stored chat
-completions, and the purger that deletes what expired.
+completions, batches, and the purger that deletes what expired.
 
 The database is SQLite (aiosqlite, WAL) for one replica or PostgreSQL (asyncpg) shared by several; its schema comes
 only from the Alembic migrations in ``migrations/``, brought to their head by ``open``.
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from openai_routes.store.batches import BatchStore
 from openai_routes.store.chat_completions import CompletionStore
 from openai_routes.store.conversations import ConversationStore
 from openai_routes.store.database import create_engine, migrate
@@ -38,6 +39,7 @@ class StateStore:
             engine, ttl=limits.ttl, max_bytes=limits.max_bytes, max_items=limits.max_conversation_items
         )
         self.completions = CompletionStore(engine, ttl=limits.ttl, max_bytes=limits.max_bytes)
+        self.batches = BatchStore(engine, ttl=limits.ttl)
 
     @classmethod
     async def open(cls, url: str, limits: StoreLimits) -> StateStore:
@@ -59,6 +61,7 @@ class StateStore:
         cutoff = current_second() if now is None else math.floor(now)
         purged = await self.responses.purge_expired(cutoff)
         purged += await self.conversations.purge_expired(cutoff)
+        purged += await self.batches.purge_expired(cutoff)
         return purged + await self.completions.purge_expired(cutoff)
 
     async def run_purger(self, every: float) -> None:

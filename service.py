@@ -92,7 +92,7 @@ class BentoOAIService:
         CONFIG.export_env()
         keyring.configure(CONFIG.auth.mode, os.environ.get("BENTO_OAI_API_KEYS"), CONFIG.auth.keys_file)
         store = CONFIG.store
-        await book.open(store.database_url(os.environ), store.limits(), purge_every=store.purge_every)
+        await book.open(store.database_url(os.environ), store.limits(CONFIG.limits), purge_every=store.purge_every)
         models = [
             (model, self.source_path(model_attribute(index), model.source)) for index, model in enumerate(CONFIG.models)
         ]

@@ -174,12 +174,15 @@ STORE_URL_ENV = "BENTO_OAI_STORE_URL"
 
 
 class StoreConfig(StrictModel):
-    """Where stored responses, conversations and stored chat completions live and for how long. The database URL may
-    hold a password, so it comes only from the environment (``BENTO_OAI_STORE_URL``); without it, SQLite in
+    """Where stored responses, conversations, stored chat completions and files live and for how long. The database
+    URL may hold a password, so it comes only from the environment (``BENTO_OAI_STORE_URL``); without it, SQLite in
     ``data_dir``."""
 
     ttl: int = Field(
-        default=30 * 86400, gt=0, description="Seconds a record is kept after its last change (OpenAI: 30 days)."
+        default=30 * 86400,
+        gt=0,
+        description="Seconds a record is kept after its last change (OpenAI: 30 days); a file without "
+        "'expires_after' is kept this long after its upload.",
     )
     purge_every: float = Field(default=3600, gt=0, description="Seconds between two purges of expired records.")
     max_response_bytes: int = Field(
@@ -193,8 +196,15 @@ class StoreConfig(StrictModel):
         default=".data", description="Directory of the SQLite file, relative to the project unless absolute."
     )
 
-    def limits(self) -> StoreLimits:
-        return StoreLimits(self.ttl, self.max_response_bytes, self.max_conversation_items)
+    def limits(self, caps: Limits) -> StoreLimits:
+        """The store's limits, with the file caps of the request limits (``caps``)."""
+        return StoreLimits(
+            self.ttl,
+            self.max_response_bytes,
+            self.max_conversation_items,
+            max_file_bytes=caps.max_file_bytes,
+            max_batch_lines=caps.max_batch_lines,
+        )
 
     def database_url(self, environ: Mapping[str, str]) -> str:
         if url := environ.get(STORE_URL_ENV):

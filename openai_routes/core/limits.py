@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from openai_routes.core.errors import bad_request, context_length_exceeded
 
+MAX_FILE_BYTES = 200 * 1024 * 1024  # OpenAI's cap on a batch input file (200 MB)
+MAX_BATCH_LINES = 50_000  # OpenAI's cap on the requests of one batch
+FORM_OVERHEAD = 64 * 1024  # what an upload's body holds beyond the file: boundaries, part headers, the other fields
+
 
 class Limits(BaseModel):
     """Request caps and load limits; configured under ``limits:`` in ``configs/*.yaml``."""
@@ -33,10 +37,21 @@ class Limits(BaseModel):
         ge=0,
         description="Engine sequences waiting for room, per model, first come first served (429 beyond).",
     )
+    max_file_bytes: int = Field(
+        default=MAX_FILE_BYTES,
+        ge=1024,
+        le=MAX_FILE_BYTES,
+        description="Largest file POST /v1/files takes (413 beyond); at most OpenAI's 200 MB.",
+    )
+    max_batch_lines: int = Field(
+        default=MAX_BATCH_LINES,
+        ge=1,
+        le=MAX_BATCH_LINES,
+        description="Most lines (requests) in a 'batch' file (400 beyond); at most OpenAI's 50,000.",
+    )
     retry_after: int = Field(default=1, ge=1, description="Seconds in the Retry-After header of a 429.")
     request_timeout: float = Field(default=600, gt=0, description="Deadline of one request, in seconds (504).")
     shutdown_grace: float = Field(default=30, ge=0, description="Seconds in-flight requests get after SIGTERM.")
-
 
 
 class BatchLimits(BaseModel):

@@ -1,5 +1,5 @@
 """``StateStore``: the one database of the state APIs, opened once: stored responses, conversations, stored chat
-completions, batches, and the purger that deletes what expired.
+completions, files, batches, and the purger that deletes what expired.
 
 The database is SQLite (aiosqlite, WAL) for one replica or PostgreSQL (asyncpg) shared by several; its schema comes
 only from the Alembic migrations in ``migrations/``, brought to their head by ``open``.
@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from openai_routes.core.limits import MAX_BATCH_LINES, MAX_FILE_BYTES
 from openai_routes.store.batches import BatchStore
 from openai_routes.store.chat_completions import CompletionStore
 from openai_routes.store.conversations import ConversationStore
 from openai_routes.store.database import create_engine, migrate
+from openai_routes.store.files import FileStore
 from openai_routes.store.pages import now as current_second
 from openai_routes.store.responses import ResponseStore
 
@@ -29,6 +31,8 @@ class StoreLimits:
     ttl: int  # seconds a record is kept after its last change
     max_bytes: int  # the largest record (a response with its input items, a completion with its messages, a write)
     max_conversation_items: int = 10_000
+    max_file_bytes: int = MAX_FILE_BYTES  # the largest file
+    max_batch_lines: int = MAX_BATCH_LINES  # the most lines of a "batch" file
 
 
 class StateStore:
@@ -40,6 +44,9 @@ class StateStore:
         )
         self.completions = CompletionStore(engine, ttl=limits.ttl, max_bytes=limits.max_bytes)
         self.batches = BatchStore(engine, ttl=limits.ttl)
+        self.files = FileStore(
+            engine, ttl=limits.ttl, max_file_bytes=limits.max_file_bytes, max_batch_lines=limits.max_batch_lines
+        )
 
     @classmethod
     async def open(cls, url: str, limits: StoreLimits) -> StateStore:
@@ -62,6 +69,7 @@ class StateStore:
         purged = await self.responses.purge_expired(cutoff)
         purged += await self.conversations.purge_expired(cutoff)
         purged += await self.batches.purge_expired(cutoff)
+        purged += await self.files.purge_expired(cutoff)
         return purged + await self.completions.purge_expired(cutoff)
 
     async def run_purger(self, every: float) -> None:

@@ -1,5 +1,5 @@
 """The store's schema as SQLAlchemy models: ``responses``, ``conversations`` and their ``conversation_items``,
-``chat_completions``.
+``chat_completions``, ``files`` and their ``file_chunks``.
 
 The database gets this schema only through the migrations (``migrations/versions``); a test checks the two agree.
 JSON columns are ``jsonb`` on PostgreSQL and JSON text on SQLite.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, Table
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String, Table
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -79,6 +79,33 @@ class ChatCompletionRow(Base):
     messages: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument)
 
 
+class FileRow(Base):
+    """One uploaded file (``/v1/files``) or one a batch wrote; its bytes are ``file_chunks`` rows. ``status`` is
+    ``uploading`` while its chunks are written (invisible), ``processed`` once whole."""
+
+    __tablename__ = "files"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String, unique=True)
+    owner: Mapped[str] = mapped_column(String, index=True)
+    purpose: Mapped[str] = mapped_column(String)
+    filename: Mapped[str] = mapped_column(String)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    status: Mapped[str] = mapped_column(String)
+
+
+class FileChunkRow(Base):
+    """One piece of a file's bytes (at most ``store.files.CHUNK_BYTES``), ``index`` counting from 0."""
+
+    __tablename__ = "file_chunks"
+
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 def table(row: type[Base]) -> Table:
     found = row.__table__
     assert isinstance(found, Table)
@@ -132,3 +159,5 @@ class BatchLineRow(Base):
 
 BATCHES = table(BatchRow)
 BATCH_LINES = table(BatchLineRow)
+FILES = table(FileRow)
+FILE_CHUNKS = table(FileChunkRow)

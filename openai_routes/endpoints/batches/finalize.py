@@ -80,9 +80,7 @@ class Finalizer:
         models = {draft.model for draft in drafts}
         model = models.pop() if len(models) == 1 else None
         counts = {"total": len(drafts), "completed": 0, "failed": 0}
-        await self.store.start(
-            claimed, self.worker, drafts, in_progress_at=now(), model=model, request_counts=counts
-        )
+        await self.store.start(claimed, self.worker, drafts, in_progress_at=now(), model=model, request_counts=counts)
 
     async def close(self, claimed: Claimed, error: dict[str, str], status: str, stamp: str) -> None:
         closed = await self.store.close_lines(claimed.id, error)

@@ -12,6 +12,7 @@ taken over, cancelled or expired meanwhile keeps the one result it has.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -161,7 +162,7 @@ class BatchStore:
             )
         return Claimed(claimed.id, claimed.owner, batch["status"], batch) if result.rowcount else None
 
-    async def start(self, claimed: Claimed, worker: str, lines: list[LineDraft], **fields: Any) -> bool:
+    async def start(self, claimed: Claimed, worker: str, lines: builtins.list[LineDraft], **fields: Any) -> bool:
         """A validated batch's lines stored and the batch ``in_progress``, in one transaction (or neither)."""
         batch = {**claimed.batch, **fields, "status": "in_progress"}
         async with self.engine.begin() as connection:
@@ -191,7 +192,9 @@ class BatchStore:
                 .values(status="pending", worker=None, lease_until=0)
             )
 
-    async def claim_lines(self, worker: str, lease: int, limit: int, full: Collection[str]) -> list[ClaimedLine]:
+    async def claim_lines(
+        self, worker: str, lease: int, limit: int, full: Collection[str]
+    ) -> builtins.list[ClaimedLine]:
         """Up to ``limit`` lines of ``in_progress`` batches (oldest batch first, in line order), pending or left by a
         worker whose lease lapsed, naming none of the ``full`` models."""
         moment = now()
@@ -230,7 +233,7 @@ class BatchStore:
             written = await connection.execute(
                 update(BATCH_LINES)
                 .where(LINE.seq == line.seq, LINE.worker == worker, LINE.status == "running")
-                .values(status="done", result=result, failed=failed, worker=None)
+                .values(status="done", result=result, failed=failed)  # the worker stays: who ran it
             )
         return written.rowcount > 0
 
@@ -289,7 +292,7 @@ class BatchStore:
         """The status of each batch (one that is gone, purged, is missing)."""
         async with self.engine.connect() as connection:
             rows = await connection.execute(select(BATCH.id, BATCH.status).where(BATCH.id.in_(list(batch_ids))))
-            return dict(rows.all())  # type: ignore[arg-type]
+            return {id: status for id, status in rows.all()}
 
     async def purge_expired(self, cutoff: int) -> int:
         async with self.engine.begin() as connection:
@@ -313,7 +316,8 @@ async def _counts(connection: Any, batch_id: str) -> dict[str, int]:
             )
         )
     ).one()
-    return {"total": int(row[0]), "completed": int(row[1]), "failed": int(row[2])}
+    total, done, failures = (int(value) for value in row)
+    return {"total": total, "completed": done, "failed": failures}
 
 
 async def _with_counts(connection: Any, batch: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 from openai_routes.core.limits import BatchLimits
 from openai_routes.core.metrics import ServerMetrics
 from openai_routes.endpoints.batches.lines import read_lines
-from openai_routes.store.batches import Claimed
+from openai_routes.store.batches import Claimed, LineDraft
 from openai_routes.store.pages import now
 from openai_routes.store.state import StateStore
 
@@ -66,7 +66,7 @@ class Finalizer:
         if found is None:
             errors = [{"code": "file_not_found", "line": None, "param": "input_file_id",
                        "message": f"The input file '{batch['input_file_id']}' is gone."}]  # fmt: skip
-            drafts = []
+            drafts: list[LineDraft] = []
         else:
             chunks = self.state.files.content(found.id, claimed.owner)
             drafts, faults = await read_lines(chunks, batch["endpoint"], self.state.files.max_batch_lines)

@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import socket
+
 from starlette.types import ASGIApp
 
 from openai_routes.core.errors import bad_request
@@ -77,6 +78,15 @@ class BatchRunner:
         await asyncio.gather(*self.tasks, *running, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.store.release(self.worker)
+
+    async def keep_leases(self) -> None:
+        """Renew this worker's claims every third of a lease, so they lapse only when it is gone."""
+        while True:
+            await asyncio.sleep(self.limits.lease / 3)
+            try:
+                await self.store.renew(self.worker, self.limits.lease)
+            except Exception:
+                logger.exception("renewing the batch leases failed; retrying")
 
     async def run(self) -> None:
         while True:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from openai_routes.store import CompletionRecord, ConversationRecord, StateStore, StoreFullError, StoreLimits
+from openai_routes.store.batches import LineDraft
 from openai_routes.store.pages import PageQuery
 from tests.unit.store_fixtures import HEAD, TTL, Postgres, make_record, schema_differences
 
@@ -130,3 +131,39 @@ async def test_two_replicas_share_conversations_and_stored_completions(postgres:
     finally:
         await one.close()
         await two.close()
+
+
+async def test_replicas_claiming_batch_lines_at_once_never_take_the_same_line(postgres: Postgres) -> None:
+    """Two replicas claim lines of one batch in many concurrent rounds (``FOR UPDATE SKIP LOCKED``): each line is
+    claimed once; a lapsed lease lets the other replica take a line over, and then only the new holder's result
+    counts."""
+    one, two = await open_replicas(postgres.new_database())
+    try:
+        batch = {"id": "batch_1", "status": "validating", "endpoint": "/v1/chat/completions"}
+        await one.batches.create(batch, "alice", int(time.time()) + 3600)
+        claimed = await one.batches.claim_batch("w1", 30)
+        assert claimed is not None and await two.batches.claim_batch("w2", 30) is None  # held by w1
+        lines = [LineDraft(i, f"c{i}", "m", {"model": "m"}) for i in range(1, 201)]
+        assert await one.batches.start(claimed, "w1", lines)
+        taken: list[tuple[str, int]] = []
+
+        async def claim(store: StateStore, worker: str) -> None:
+            while found := await store.batches.claim_lines(worker, 30, 7, ()):
+                taken.extend((worker, line.seq) for line in found)
+
+        await asyncio.gather(*(claim(store, worker) for store, worker in [(one, "w1"), (two, "w2")] * 3))
+        assert len(taken) == 200 and len({seq for _worker, seq in taken}) == 200
+        assert {worker for worker, _seq in taken} == {"w1", "w2"}
+        assert await one.batches.claim_lines("w1", 30, 1, ()) == []  # nothing to claim while the leases hold
+        async with one.engine.begin() as connection:  # w1's leases lapse (it died)
+            await connection.exec_driver_sql("UPDATE batch_lines SET lease_until = 0 WHERE worker = 'w1'")
+        taken_over = await two.batches.claim_lines("w2", 30, 500, ())
+        assert len(taken_over) == sum(worker == "w1" for worker, _seq in taken)
+        assert all(line.attempts == 2 for line in taken_over)
+        late = taken_over[0]
+        assert not await one.batches.finish_line(late, "w1", {"custom_id": late.custom_id}, failed=False)
+        assert await two.batches.finish_line(late, "w2", {"custom_id": late.custom_id}, failed=False)
+        assert (await two.batches.counts("batch_1"))["completed"] == 1
+    finally:
+        for store in (one, two):
+            await store.close()

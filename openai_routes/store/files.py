@@ -159,9 +159,7 @@ class FileStore:
             row = (await connection.execute(select(FILES).where(_visible(owner), FILE.id == file_id))).first()
         return None if row is None else _record(row)
 
-    async def list(
-        self, owner: str, query: PageQuery, *, purpose: str | None = None
-    ) -> tuple[list[FileRecord], bool]:
+    async def list(self, owner: str, query: PageQuery, *, purpose: str | None = None) -> tuple[list[FileRecord], bool]:
         """A page of the owner's files (``UnknownFileCursor`` for an ``after`` that is not one of them)."""
         condition = _visible(owner) if purpose is None else and_(_visible(owner), FILE.purpose == purpose)
         async with self.engine.connect() as connection:
@@ -185,9 +183,7 @@ class FileStore:
         while True:
             async with self.engine.connect() as connection:
                 data = (
-                    await connection.execute(
-                        select(CHUNK.data).where(CHUNK.file_id == file_id, CHUNK.index == index)
-                    )
+                    await connection.execute(select(CHUNK.data).where(CHUNK.file_id == file_id, CHUNK.index == index))
                 ).scalar()
             if data is None:
                 return

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from openai_routes.store.chat_completions import CompletionStore
 from openai_routes.core.limits import MAX_BATCH_LINES, MAX_FILE_BYTES
+from openai_routes.store.chat_completions import CompletionStore
 from openai_routes.store.conversations import ConversationStore
 from openai_routes.store.database import create_engine, migrate
 from openai_routes.store.files import FileStore

@@ -205,7 +205,7 @@ async def test_reopening_keeps_the_data_and_migrates_nothing(tmp_path: Path) -> 
         for store in again:
             await store.close()
     with sqlite3.connect(tmp_path / "data" / "responses.db") as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
 
 
 def test_a_database_of_the_first_release_upgrades_and_keeps_its_responses(tmp_path: Path) -> None:
@@ -235,7 +235,7 @@ def test_a_database_of_the_first_release_upgrades_and_keeps_its_responses(tmp_pa
 
     asyncio.run(reopen())
     with sqlite3.connect(tmp_path / "data" / "responses.db") as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
 
 
 async def test_the_migrations_make_the_models_schema(store: StateStore) -> None:

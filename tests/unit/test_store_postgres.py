@@ -1,15 +1,23 @@
 """The Responses store on a real PostgreSQL server started from the ``pgserver`` wheel (no system install): the
-URL pgserver gives, JSONB, two replicas on one server, and replicas that open (and migrate) at once."""
+URL pgserver gives, JSONB, two replicas on one server (files too), and replicas that open (and migrate) at once."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from openai_routes.store import CompletionRecord, ConversationRecord, StateStore, StoreFullError, StoreLimits
+from openai_routes.store import (
+    CompletionRecord,
+    ConversationRecord,
+    FileRefused,
+    StateStore,
+    StoreFullError,
+    StoreLimits,
+)
+from openai_routes.store.files import CHUNK_BYTES
 from openai_routes.store.pages import PageQuery
 from tests.unit.store_fixtures import TTL, Postgres, make_record, schema_differences
 
@@ -99,7 +107,7 @@ async def test_replicas_opening_at_once_migrate_once(postgres: Postgres) -> None
     try:
         async with stores[0].engine.connect() as connection:
             versions = (await connection.exec_driver_sql("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0002",)]
+        assert versions == [("0003",)]
         (again,) = await open_replicas(url, 1)  # and a later open is a no-op
         await again.close()
     finally:
@@ -127,6 +135,34 @@ async def test_two_replicas_share_conversations_and_stored_completions(postgres:
         assert (await one.completions.list("mallory", PageQuery()))[0] == []
         assert await one.conversations.delete("conv_1", "alice")
         assert await two.conversations.all_items("conv_1", "alice") is None
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_two_replicas_share_files_in_bytea_chunks(postgres: Postgres) -> None:
+    """A file written by one replica is read, paged and deleted by another; its chunks go with it (cascade), and a
+    file over a cap leaves nothing on PostgreSQL either."""
+    one, two = await open_replicas(postgres.new_database())
+    try:
+        data = bytes(range(256)) * (CHUNK_BYTES * 3 // 2 // 256)  # one and a half chunks, NUL bytes included
+
+        async def pieces(*parts: bytes) -> AsyncIterator[bytes]:
+            for part in parts:
+                yield part
+
+        record = await one.files.create("alice", "user_data", "a.bin", pieces(data[:1000], data[1000:]))
+        assert await two.files.get(record.id, "alice") == record and await two.files.get(record.id, "bob") is None
+        assert b"".join([chunk async for chunk in two.files.content(record.id, "alice")]) == data
+        listed, more = await two.files.list("alice", PageQuery(), purpose="user_data")
+        assert [found.id for found in listed] == [record.id] and not more
+        with pytest.raises(FileRefused):
+            await one.files.create("alice", "batch", "b.jsonl", pieces(b"{}\n" * (one.files.max_batch_lines + 1)))
+        assert await two.files.delete(record.id, "alice")
+        async with one.engine.connect() as connection:
+            left = (await connection.exec_driver_sql("SELECT count(*) FROM file_chunks")).scalar_one()
+            files = (await connection.exec_driver_sql("SELECT count(*) FROM files")).scalar_one()
+        assert (files, left) == (0, 0)
     finally:
         await one.close()
         await two.close()

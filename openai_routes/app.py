@@ -10,6 +10,8 @@ Endpoints (reference: https://platform.openai.com/docs/api-reference), one packa
 - ``POST /v1/responses``, ``GET``/``DELETE /v1/responses/{id}``, ``.../input_items``, ``.../cancel``,
   ``POST /v1/responses/input_tokens``: ``responses``
 - ``/v1/conversations`` and ``/v1/conversations/{id}/items``: ``conversations``
+- ``POST``/``GET /v1/files``, ``GET``/``DELETE /v1/files/{id}``, ``GET /v1/files/{id}/content``: ``files`` (the
+  upload's body streamed, not read whole by the guard)
 - ``POST``/``GET /v1/batches``, ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``: ``batches`` (and
   ``batches.runner``, which runs their lines through this app)
 - ``POST /v1/load_lora_adapter``, ``POST /v1/unload_lora_adapter``: ``lora`` (admin keys only, vLLM's shapes)
@@ -30,7 +32,7 @@ from fastapi import FastAPI
 
 from openai_routes.core.adapters import AdapterLoader
 from openai_routes.core.errors import install_error_handlers
-from openai_routes.core.limits import Limits
+from openai_routes.core.limits import FORM_OVERHEAD, Limits
 from openai_routes.core.metrics import ServerMetrics
 from openai_routes.core.registry import ModelRegistry
 from openai_routes.endpoints.batches import router as batches
@@ -40,6 +42,7 @@ from openai_routes.endpoints.chat_completions import stored as stored_chat_compl
 from openai_routes.endpoints.completions import router as completions
 from openai_routes.endpoints.conversations import router as conversations
 from openai_routes.endpoints.embeddings import router as embeddings
+from openai_routes.endpoints.files import router as files
 from openai_routes.endpoints.lora import router as lora
 from openai_routes.endpoints.models import router as models
 from openai_routes.endpoints.responses import router as responses
@@ -74,13 +77,15 @@ def create_app(
     app.include_router(embeddings.create_router(registry, limits, metrics))
     app.include_router(responses.create_router(registry, limits, runs, book))
     app.include_router(conversations.create_router(book))
+    app.include_router(files.create_router(book))
     app.include_router(batches.create_router(book))
     if admin is not None:
         app.include_router(lora.create_router(admin[1]))
     # Starlette runs the last added middleware first: key check, then body/disconnect guard, then admission.
     gates = Gates(limits.max_in_flight, limits.max_queued)
     app.add_middleware(Admission, registry=registry, gates=gates, retry_after=limits.retry_after, metrics=metrics)
-    protect(app, keyring, limits, drain, admin=None if admin is None else admin[0])
+    upload = {files.UPLOAD: limits.max_file_bytes + FORM_OVERHEAD}  # its body passes the guard as it comes
+    protect(app, keyring, limits, drain, admin=None if admin is None else admin[0], streamed=upload)
     if batch_runner is not None:
         batch_runner.attach(app, gates)
     return app
@@ -112,10 +117,12 @@ def protect(
     drain: Drain,
     public_paths: frozenset[str] = frozenset(),
     admin: KeyRing | None = None,
+    streamed: dict[str, int] | None = None,
 ) -> None:
     """The outermost layers of every app: the key check first (``public_paths`` exempt, the admin routes for
-    ``admin``'s keys), then the body/disconnect/draining guard."""
-    app.add_middleware(RequestGuard, max_body_bytes=limits.max_body_bytes, drain=drain)
+    ``admin``'s keys), then the body/disconnect/draining guard (``streamed``: POST paths whose body passes through,
+    with its cap)."""
+    app.add_middleware(RequestGuard, max_body_bytes=limits.max_body_bytes, drain=drain, streamed=streamed)
     admin_paths = lora.ADMIN_PATHS if admin is not None else frozenset()
     app.add_middleware(
         APIKeyMiddleware, keyring=keyring, public_paths=public_paths, admin=admin, admin_paths=admin_paths

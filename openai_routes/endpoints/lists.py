@@ -15,24 +15,27 @@ from openai_routes.protocol.common import ObjectList
 from openai_routes.store.pages import PageQuery
 
 
-def page_query(limit: int, order: str, after: str | None) -> PageQuery:
-    if not 1 <= limit <= 100:
-        raise bad_request("'limit' must be between 1 and 100.", param="limit")
+def page_query(limit: int, order: str, after: str | None, max_limit: int = 100) -> PageQuery:
+    if not 1 <= limit <= max_limit:
+        raise bad_request(f"'limit' must be between 1 and {max_limit}.", param="limit")
     if order not in ("asc", "desc"):
         raise bad_request("'order' must be 'asc' or 'desc'.", param="order")
     direction: Literal["asc", "desc"] = "asc" if order == "asc" else "desc"
     return PageQuery(limit, direction, after)
 
 
-def page_params(default_order: Literal["asc", "desc"]) -> Callable[..., PageQuery]:
-    """The list's query parameters, checked, as a route dependency."""
+def page_params(
+    default_order: Literal["asc", "desc"], *, default_limit: int = 20, max_limit: int = 100
+) -> Callable[..., PageQuery]:
+    """The list's query parameters, checked, as a route dependency (OpenAI's limits: 1-100, 20 by default, for most
+    lists; the files list takes up to 10,000, and that many by default)."""
 
     def params(
-        limit: int = Query(default=20),
+        limit: int = Query(default=default_limit),
         order: str = Query(default=default_order),
         after: str | None = Query(default=None),
     ) -> PageQuery:
-        return page_query(limit, order, after)
+        return page_query(limit, order, after, max_limit)
 
     return params
 

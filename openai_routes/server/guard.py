@@ -2,6 +2,10 @@
 
 - The body is read here, counting bytes as they arrive (``Content-Length`` is not trusted): beyond the limit
   the answer is 413 at once. The app then gets the body replayed.
+- A ``POST`` to a streamed path (``streamed``: a file upload, ``POST /v1/files``) is not read here: its body passes
+  through to the app as it arrives, counted against that path's own cap. Beyond it, the app's next read raises the
+  413 (an ``APIError``, answered by the app's handlers, or here if the app answered nothing); nothing of the body is
+  in the scope, so admission leaves the request alone.
 - This middleware alone listens for ``http.disconnect``; when the client goes away before the response is
   complete, the request's task is cancelled, and the cancellation reaches ``AsyncLLM.generate``, which
   aborts the request in the engine (streamed or not).
@@ -16,7 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
+from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openai_routes.core.errors import APIError, service_unavailable, too_large
@@ -80,11 +87,56 @@ class Progress:
             await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+class StreamedBody:
+    """A streamed request's ``receive``: the body's messages as they come, counted against ``limit`` (413 beyond),
+    then (the body whole) nothing until the client leaves. ``ended`` is set once the body is whole or the client
+    left, ``disconnected`` when it left: mid-body, the read never returns (the guard cancels the app), so the app
+    never takes a half body for a whole one."""
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self.receive = receive
+        self.limit = limit
+        self.size = 0
+        self.too_large = False
+        self.ended = asyncio.Event()
+        self.disconnected = asyncio.Event()
+
+    async def __call__(self) -> Message:
+        if self.too_large:
+            raise too_large(self.limit)
+        if self.ended.is_set():
+            await self.disconnected.wait()
+            return {"type": "http.disconnect"}
+        message = await self.receive()
+        if message["type"] == "http.disconnect":  # mid-body: the guard cancels the app, which reads no further
+            self.disconnected.set()
+            self.ended.set()
+            await asyncio.get_running_loop().create_future()
+        self.size += len(message.get("body", b""))
+        if self.size > self.limit:
+            self.too_large = True
+            raise too_large(self.limit)
+        if not message.get("more_body", False):
+            self.ended.set()
+        return message
+
+    async def watch(self) -> None:
+        """Once the body is whole, wait for the client to leave (before, ``__call__`` sees it)."""
+        await self.ended.wait()
+        if not self.disconnected.is_set():
+            while (await self.receive())["type"] != "http.disconnect":
+                pass
+            self.disconnected.set()
+
+
 class RequestGuard:
-    def __init__(self, app: ASGIApp, max_body_bytes: int, drain: Drain) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, drain: Drain, streamed: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.drain = drain
+        self.streamed = dict(streamed or {})  # route path -> its body's cap, for POSTs
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,6 +144,10 @@ class RequestGuard:
             return
         if self.drain.draining:
             await shutting_down().response()(scope, receive, send)
+            return
+        limit = self.streamed.get(get_route_path(scope)) if scope["method"] == "POST" else None
+        if limit is not None:
+            await self.run_streamed(scope, StreamedBody(receive, limit), send)
             return
         body = await self.read_body(receive)
         if body is None:
@@ -114,6 +170,12 @@ class RequestGuard:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
+    async def run_streamed(self, scope: Scope, body: StreamedBody, send: Send) -> None:
+        progress = Progress(send)
+        await self.supervise(scope, body, body.watch(), body.disconnected, progress)
+        if body.too_large and not progress.started:  # the app let the 413 go unanswered
+            await too_large(body.limit).response()(scope, body, progress)
+
     async def run(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
         disconnected = asyncio.Event()
         replayed = False
@@ -131,13 +193,23 @@ class RequestGuard:
                 pass
             disconnected.set()
 
-        progress = Progress(send)
+        await self.supervise(scope, replay, watch(), disconnected, Progress(send))
+
+    async def supervise(
+        self,
+        scope: Scope,
+        receive: Receive,
+        watch: Coroutine[Any, Any, None],
+        disconnected: asyncio.Event,
+        progress: Progress,
+    ) -> None:
+        """Run the app in a task of its own, cancelled when ``watch`` ends (the client left) or the grace ends."""
 
         async def call_app() -> None:
-            await self.app(scope, replay, progress)
+            await self.app(scope, receive, progress)
 
         app_task = asyncio.create_task(call_app())
-        watcher = asyncio.create_task(watch())
+        watcher = asyncio.create_task(watch)
         self.drain.tasks.add(app_task)
         try:
             await asyncio.wait({app_task, watcher}, return_when=asyncio.FIRST_COMPLETED)

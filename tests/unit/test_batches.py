@@ -231,8 +231,12 @@ async def test_another_key_sees_no_batch(h: Harness) -> None:
 async def test_create_refuses_what_openai_refuses(h: Harness) -> None:
     file_id = await h.upload([chat_line("a")])
     base = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
-    for change, param in [({"endpoint": "/v1/moderations"}, "endpoint"), ({"completion_window": "1h"}, None),
-                          ({"output_expires_after": {"anchor": "created_at", "seconds": 60}}, None)]:  # fmt: skip
+    changes: list[tuple[dict[str, Any], str | None]] = [
+        ({"endpoint": "/v1/moderations"}, "endpoint"),
+        ({"completion_window": "1h"}, None),
+        ({"output_expires_after": {"anchor": "created_at", "seconds": 60}}, None),
+    ]
+    for change, param in changes:
         response = await h.client.post("/batches", json={**base, **change})
         assert response.status_code == 400, response.text
         assert param is None or response.json()["error"]["param"] == param

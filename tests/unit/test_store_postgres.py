@@ -1,16 +1,23 @@
 """The Responses store on a real PostgreSQL server started from the ``pgserver`` wheel (no system install): the
-URL pgserver gives, JSONB, two replicas on one server, and replicas that open (and migrate) at once."""
+URL pgserver gives, JSONB, two replicas on one server (files too), and replicas that open (and migrate) at once."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from openai_routes.store import CompletionRecord, ConversationRecord, StateStore, StoreFullError, StoreLimits
-from openai_routes.store.batches import LineDraft
+from openai_routes.store import (
+    CompletionRecord,
+    ConversationRecord,
+    FileRefused,
+    StateStore,
+    StoreFullError,
+    StoreLimits,
+)
+from openai_routes.store.files import CHUNK_BYTES
 from openai_routes.store.pages import PageQuery
 from tests.unit.store_fixtures import HEAD, TTL, Postgres, make_record, schema_differences
 
@@ -133,37 +140,29 @@ async def test_two_replicas_share_conversations_and_stored_completions(postgres:
         await two.close()
 
 
-async def test_replicas_claiming_batch_lines_at_once_never_take_the_same_line(postgres: Postgres) -> None:
-    """Two replicas claim lines of one batch in many concurrent rounds (``FOR UPDATE SKIP LOCKED``): each line is
-    claimed once; a lapsed lease lets the other replica take a line over, and then only the new holder's result
-    counts."""
+async def test_two_replicas_share_files_in_bytea_chunks(postgres: Postgres) -> None:
+    """A file written by one replica is read, paged and deleted by another; its chunks go with it (cascade), and a
+    file over a cap leaves nothing on PostgreSQL either."""
     one, two = await open_replicas(postgres.new_database())
     try:
-        batch = {"id": "batch_1", "status": "validating", "endpoint": "/v1/chat/completions"}
-        await one.batches.create(batch, "alice", int(time.time()) + 3600)
-        claimed = await one.batches.claim_batch("w1", 30)
-        assert claimed is not None and await two.batches.claim_batch("w2", 30) is None  # held by w1
-        lines = [LineDraft(i, f"c{i}", "m", {"model": "m"}) for i in range(1, 201)]
-        assert await one.batches.start(claimed, "w1", lines)
-        taken: list[tuple[str, int]] = []
+        data = bytes(range(256)) * (CHUNK_BYTES * 3 // 2 // 256)  # one and a half chunks, NUL bytes included
 
-        async def claim(store: StateStore, worker: str) -> None:
-            while found := await store.batches.claim_lines(worker, 30, 7, ()):
-                taken.extend((worker, line.seq) for line in found)
+        async def pieces(*parts: bytes) -> AsyncIterator[bytes]:
+            for part in parts:
+                yield part
 
-        await asyncio.gather(*(claim(store, worker) for store, worker in [(one, "w1"), (two, "w2")] * 3))
-        assert len(taken) == 200 and len({seq for _worker, seq in taken}) == 200
-        assert {worker for worker, _seq in taken} == {"w1", "w2"}
-        assert await one.batches.claim_lines("w1", 30, 1, ()) == []  # nothing to claim while the leases hold
-        async with one.engine.begin() as connection:  # w1's leases lapse (it died)
-            await connection.exec_driver_sql("UPDATE batch_lines SET lease_until = 0 WHERE worker = 'w1'")
-        taken_over = await two.batches.claim_lines("w2", 30, 500, ())
-        assert len(taken_over) == sum(worker == "w1" for worker, _seq in taken)
-        assert all(line.attempts == 2 for line in taken_over)
-        late = taken_over[0]
-        assert not await one.batches.finish_line(late, "w1", {"custom_id": late.custom_id}, failed=False)
-        assert await two.batches.finish_line(late, "w2", {"custom_id": late.custom_id}, failed=False)
-        assert (await two.batches.counts("batch_1"))["completed"] == 1
+        record = await one.files.create("alice", "user_data", "a.bin", pieces(data[:1000], data[1000:]))
+        assert await two.files.get(record.id, "alice") == record and await two.files.get(record.id, "bob") is None
+        assert b"".join([chunk async for chunk in two.files.content(record.id, "alice")]) == data
+        listed, more = await two.files.list("alice", PageQuery(), purpose="user_data")
+        assert [found.id for found in listed] == [record.id] and not more
+        with pytest.raises(FileRefused):
+            await one.files.create("alice", "batch", "b.jsonl", pieces(b"{}\n" * (one.files.max_batch_lines + 1)))
+        assert await two.files.delete(record.id, "alice")
+        async with one.engine.connect() as connection:
+            left = (await connection.exec_driver_sql("SELECT count(*) FROM file_chunks")).scalar_one()
+            files = (await connection.exec_driver_sql("SELECT count(*) FROM files")).scalar_one()
+        assert (files, left) == (0, 0)
     finally:
-        for store in (one, two):
-            await store.close()
+        await one.close()
+        await two.close()

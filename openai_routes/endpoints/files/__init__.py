@@ -1,0 +1,1 @@
+"""``/v1/files``: uploaded files (and those batches write), their bytes, their content."""

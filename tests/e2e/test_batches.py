@@ -91,7 +91,9 @@ def test_an_invalid_file_fails_the_batch_with_its_line_numbers(client: openai.Op
 def test_embeddings_and_responses_batches(client: openai.OpenAI) -> None:
     embed = [{"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings",
               "body": {"model": EMBED_MODEL, "input": f"sentence number {i}"}} for i in range(4)]  # fmt: skip
-    batch = client.batches.create(input_file_id=upload(client, embed), endpoint="/v1/embeddings", completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=upload(client, embed), endpoint="/v1/embeddings", completion_window="24h"
+    )
     done = wait(client, batch.id, "completed", "failed")
     vectors = [line["response"]["body"]["data"][0]["embedding"] for line in results(client, done.output_file_id)]
     assert len(vectors) == 4 and {len(vector) for vector in vectors} == {384}

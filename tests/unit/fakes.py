@@ -18,6 +18,7 @@ from starlette.types import Scope
 
 from openai_routes.app import create_app
 from openai_routes.core.adapters import AdapterLoader
+from openai_routes.core.context import current
 from openai_routes.core.engine import (
     Embedding,
     EmbedEngine,
@@ -66,6 +67,7 @@ class GenerateCall:
     request_id: str
     outcome: Outcome = "pending"
     steps: int = 0
+    priority: int = 0  # the request context's, when generate was called
 
 
 @dataclass
@@ -142,7 +144,7 @@ class FakeGenerateEngine:
     def generate(
         self, prompt_token_ids: list[int], options: SamplingOptions, request_id: str
     ) -> AsyncGenerator[GenerationStep, None]:
-        call = GenerateCall(list(prompt_token_ids), options, request_id)
+        call = GenerateCall(list(prompt_token_ids), options, request_id, priority=current().priority)
         self.calls.append(call)
         return self._run(call)
 

@@ -142,6 +142,9 @@ async def test_a_batch_runs_every_line_once_with_its_answer_and_usage(h: Harness
     assert done["usage"]["output_tokens"] == 6 * per_line["completion_tokens"]
     assert done["usage"]["total_tokens"] == done["usage"]["input_tokens"] + done["usage"]["output_tokens"]
     assert len(h.generator.calls) == 6
+    assert {call.priority for call in h.generator.calls} == {1}  # behind interactive requests
+    await h.client.post("/chat/completions", json=chat_line("online")["body"])
+    assert h.generator.calls[-1].priority == 0
 
 
 async def test_lines_the_endpoint_refuses_go_to_the_error_file(h: Harness) -> None:

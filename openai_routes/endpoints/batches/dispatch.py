@@ -2,8 +2,9 @@
 HTTP request to the batch's endpoint gets, with no socket and no HTTP parsing.
 
 The line runs as the key that made the batch (``INTERNAL_OWNER``, which only in-process callers can set), under a
-request id of its own (the output line's ``request_id``). Setting ``abort`` ends it as a client that leaves ends a
-request: the guard cancels it and its engine requests are aborted.
+request id of its own (the output line's ``request_id``), at a lower engine priority than interactive requests
+(``BATCH_PRIORITY``: vLLM runs it later when its config has ``scheduling_policy: priority``). Setting ``abort``
+ends it as a client that leaves ends a request: the guard cancels it and its engine requests are aborted.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from starlette.types import ASGIApp, Message
 
 from openai_routes.core.context import RequestContext, bind
 from openai_routes.server.auth import INTERNAL_OWNER
+
+BATCH_PRIORITY = 1  # behind interactive requests (0) in an engine that schedules by priority
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ async def call(app: ASGIApp, endpoint: str, body: dict[str, Any], owner: str, re
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
 
-    token = bind(RequestContext(request_id))
+    token = bind(RequestContext(request_id, priority=BATCH_PRIORITY))
     try:
         await app(scope, receive, send)
     finally:

@@ -13,7 +13,7 @@ taken over, cancelled or expired meanwhile keeps the one result it has.
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterable, AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ BATCH = BATCHES.c
 LINE = BATCH_LINES.c
 LIVE = ("validating", "in_progress", "finalizing", "cancelling")  # request counts read from the lines
 RESULT_PAGE = 500  # lines read at once when the result files are written
+INSERT_PAGE = 1000  # lines inserted at once when a batch starts
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,9 @@ class BatchStore:
             )
         return Claimed(claimed.id, claimed.owner, batch["status"], batch) if result.rowcount else None
 
-    async def start(self, claimed: Claimed, worker: str, lines: builtins.list[LineDraft], **fields: Any) -> bool:
-        """A validated batch's lines stored and the batch ``in_progress``, in one transaction (or neither)."""
+    async def start(self, claimed: Claimed, worker: str, lines: AsyncIterable[LineDraft], **fields: Any) -> bool:
+        """A validated batch's lines stored (inserted a page at a time) and the batch ``in_progress``, in one
+        transaction (or neither)."""
         batch = {**claimed.batch, **fields, "status": "in_progress"}
         async with self.engine.begin() as connection:
             moved = await connection.execute(
@@ -173,11 +175,15 @@ class BatchStore:
             )
             if not moved.rowcount:
                 return False
-            rows = [
-                {"batch_id": claimed.id, "line": line.line, "custom_id": line.custom_id, "model": line.model,
-                 "body": line.body, "status": "pending", "lease_until": 0, "attempts": 0, "failed": False}
-                for line in lines
-            ]  # fmt: skip
+            rows: builtins.list[dict[str, Any]] = []
+            async for line in lines:
+                rows.append(
+                    {"batch_id": claimed.id, "line": line.line, "custom_id": line.custom_id, "model": line.model,
+                     "body": line.body, "status": "pending", "lease_until": 0, "attempts": 0, "failed": False}
+                )  # fmt: skip
+                if len(rows) == INSERT_PAGE:
+                    await connection.execute(insert(BATCH_LINES), rows)
+                    rows = []
             if rows:
                 await connection.execute(insert(BATCH_LINES), rows)
         return True

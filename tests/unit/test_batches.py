@@ -256,3 +256,19 @@ async def test_two_runners_share_a_batch_and_run_each_line_once(tmp_path: Path) 
             rows = (await connection.execute(select(BATCH_LINES.c.worker, BATCH_LINES.c.attempts))).all()
         assert {attempts for _worker, attempts in rows} == {1}
         assert {worker for worker, _attempts in rows} == {runner.worker for runner in h.runners}
+
+
+async def test_an_empty_file_or_a_deleted_one_fails_the_batch(h: Harness) -> None:
+    empty = await h.until((await h.create(await h.upload(["", "  "])))["id"], "failed")
+    assert [error["code"] for error in empty["errors"]["data"]] == ["empty_file"]
+    file_id = await h.upload([chat_line("a")])
+    for runner in h.runners:  # the file goes before any worker validates the batch
+        await runner.stop()
+    created = await h.create(file_id)
+    assert (await h.client.delete(f"/files/{file_id}")).status_code == 200
+    for runner in h.runners:
+        runner.start()
+    gone = await h.until(created["id"], "failed")
+    assert [(error["code"], error["param"]) for error in gone["errors"]["data"]] == [
+        ("file_not_found", "input_file_id")
+    ]

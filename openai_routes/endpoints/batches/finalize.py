@@ -21,8 +21,9 @@ from typing import Any
 
 from openai_routes.core.limits import BatchLimits
 from openai_routes.core.metrics import ServerMetrics
-from openai_routes.endpoints.batches.lines import read_lines
-from openai_routes.store.batches import Claimed, LineDraft
+from openai_routes.endpoints.batches.lines import drafts, survey
+from openai_routes.endpoints.batches.protocol import BatchError
+from openai_routes.store.batches import Claimed
 from openai_routes.store.pages import now
 from openai_routes.store.state import StateStore
 
@@ -64,23 +65,24 @@ class Finalizer:
         batch = claimed.batch
         found = await self.state.files.get(batch["input_file_id"], claimed.owner)
         if found is None:
-            errors = [{"code": "file_not_found", "line": None, "param": "input_file_id",
-                       "message": f"The input file '{batch['input_file_id']}' is gone."}]  # fmt: skip
-            drafts: list[LineDraft] = []
+            gone = BatchError(code="file_not_found", param="input_file_id",
+                              message=f"The input file '{batch['input_file_id']}' is gone.")  # fmt: skip
+            errors = [gone]
         else:
-            chunks = self.state.files.content(found.id, claimed.owner)
-            drafts, faults = await read_lines(chunks, batch["endpoint"], self.state.files.max_batch_lines)
-            errors = [fault.model_dump() for fault in faults]
-        if errors:
+            content = self.state.files.content(found.id, claimed.owner)
+            surveyed = await survey(content, batch["endpoint"], self.state.files.max_batch_lines)
+            errors = surveyed.errors
+        if errors or found is None:
             await self.store.update(
                 claimed, self.worker, release=True, status="failed", failed_at=now(),
-                errors={"object": "list", "data": errors},
+                errors={"object": "list", "data": [error.model_dump() for error in errors]},
             )  # fmt: skip
             return
-        models = {draft.model for draft in drafts}
+        models = surveyed.models
         model = models.pop() if len(models) == 1 else None
-        counts = {"total": len(drafts), "completed": 0, "failed": 0}
-        await self.store.start(claimed, self.worker, drafts, in_progress_at=now(), model=model, request_counts=counts)
+        counts = {"total": surveyed.requests, "completed": 0, "failed": 0}
+        lines = drafts(self.state.files.content(found.id, claimed.owner), batch["endpoint"])
+        await self.store.start(claimed, self.worker, lines, in_progress_at=now(), model=model, request_counts=counts)
 
     async def close(self, claimed: Claimed, error: dict[str, str], status: str, stamp: str) -> None:
         closed = await self.store.close_lines(claimed.id, error)

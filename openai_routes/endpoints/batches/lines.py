@@ -1,6 +1,7 @@
 """A batch's input file read and checked as OpenAI checks it before a batch runs: each non-blank line a JSON object
 with a ``custom_id`` unique in the file, ``method: "POST"``, the batch's endpoint as ``url`` and an object ``body``.
 Any such fault fails the whole batch at validation, each named with its line number (the first ``MAX_ERRORS``).
+The file is read twice, never held whole: once to survey it, once (when it passed) to store its lines.
 Whether a body is a request the endpoint accepts is the endpoint's to say when the line runs: a refused body is
 that line's error, in the error file, as OpenAI reports it.
 """
@@ -8,6 +9,7 @@ that line's error, in the error file, as OpenAI reports it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pydantic_core
@@ -57,26 +59,44 @@ def check_line(number: int, text: bytes, endpoint: str, seen: set[str]) -> LineD
     return LineDraft(number, custom_id, model if isinstance(model, str) else None, body)
 
 
-async def read_lines(
-    chunks: AsyncIterable[bytes], endpoint: str, max_lines: int
-) -> tuple[list[LineDraft], list[BatchError]]:
-    """The file's request lines, or (when any line is faulty) the faults; an empty file is one fault too."""
-    drafts: list[LineDraft] = []
-    errors: list[BatchError] = []
+async def request_lines(chunks: AsyncIterable[bytes], endpoint: str) -> AsyncIterator[LineDraft | BatchError]:
+    """Each non-blank line of the file, checked: a request line, or its fault."""
     seen: set[str] = set()
     number = 0
     async for text in split_lines(chunks):
         number += 1
-        if not text.strip():
-            continue
-        checked = check_line(number, text, endpoint, seen)
+        if text.strip():
+            yield check_line(number, text, endpoint, seen)
+
+
+@dataclass
+class Survey:
+    """What a first read of the file found: its faults (the first ``MAX_ERRORS``), its request lines' count and
+    models. The lines themselves are read again when they are stored, so a large file is never held whole."""
+
+    errors: list[BatchError] = field(default_factory=list)
+    requests: int = 0
+    models: set[str | None] = field(default_factory=set)
+
+
+async def survey(chunks: AsyncIterable[bytes], endpoint: str, max_lines: int) -> Survey:
+    found = Survey()
+    async for checked in request_lines(chunks, endpoint):
+        found.requests += 1
         if isinstance(checked, BatchError):
-            if len(errors) < MAX_ERRORS:
-                errors.append(checked)
+            if len(found.errors) < MAX_ERRORS:
+                found.errors.append(checked)
         else:
-            drafts.append(checked)
-    if len(drafts) + len(errors) > max_lines:
-        return [], [BatchError(code="too_many_requests", message=f"A batch holds at most {max_lines} requests.")]
-    if not drafts and not errors:
-        errors.append(BatchError(code="empty_file", message="The input file holds no request line."))
-    return drafts, errors
+            found.models.add(checked.model)
+    if found.requests > max_lines:
+        found.errors = [BatchError(code="too_many_requests", message=f"A batch holds at most {max_lines} requests.")]
+    elif not found.requests:
+        found.errors = [BatchError(code="empty_file", message="The input file holds no request line.")]
+    return found
+
+
+async def drafts(chunks: AsyncIterable[bytes], endpoint: str) -> AsyncIterator[LineDraft]:
+    """The request lines of a file that passed the survey."""
+    async for checked in request_lines(chunks, endpoint):
+        if isinstance(checked, LineDraft):
+            yield checked

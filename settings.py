@@ -1,9 +1,9 @@
 """The service's configuration: ``configs/*.yaml`` validated by pydantic.
 
 A config names the models to serve (id, aliases, source, task, vLLM engine arguments), the auth mode, whether the
-playground page is served, the request limits, the Responses store, the traffic figures BentoML (and BentoCloud's
-autoscaler) gets, and the environment the engines need. Secrets never live here: API keys come from the environment
-(``BENTO_OAI_API_KEYS``) or from a file whose path the config names.
+playground page is served, the request limits, how images in requests are fetched, the Responses store, the traffic
+figures BentoML (and BentoCloud's autoscaler) gets, and the environment the engines need. Secrets never live here:
+API keys come from the environment (``BENTO_OAI_API_KEYS``) or from a file whose path the config names.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engines.cpu_levers import export_cpu_levers
 from engines.generation_defaults import GENERATION_FIELDS, unknown_fields
-from openai_routes.core.limits import BatchLimits, Limits
+from openai_routes.core.limits import BatchLimits, Limits, MediaLimits
 from openai_routes.store.state import StoreLimits
 
 ROOT = Path(__file__).resolve().parent
@@ -225,6 +225,7 @@ class ServiceConfig(StrictModel):
     )
     limits: Limits = Field(default_factory=Limits)
     batches: BatchLimits = Field(default_factory=BatchLimits)
+    media: MediaLimits = Field(default_factory=MediaLimits)
     store: StoreConfig = Field(default_factory=StoreConfig)
     traffic: TrafficConfig = Field(default_factory=TrafficConfig)
     env: dict[str, str] = Field(default_factory=dict, description="Environment for the engines, e.g. VLLM_*.")

@@ -5,7 +5,9 @@ OpenAI's fixed bounds (temperature 0-2, top_logprobs 0-20, ...) are on the proto
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from openai_routes.core.errors import bad_request, context_length_exceeded
 
@@ -70,6 +72,50 @@ class BatchLimits(BaseModel):
         default=30, ge=2, description="Seconds a worker's claim on a line lasts unrenewed (another takes it after)."
     )
     poll: float = Field(default=0.5, gt=0, description="Seconds between two looks for batch work when idle.")
+
+
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # OpenAI's cap on one image (20 MB)
+HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+
+
+class MediaLimits(BaseModel):
+    """Images in requests (``pipeline/image_fetch.py``); configured under ``media:`` in ``configs/*.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    remote_fetch: bool = Field(
+        default=True,
+        description="Fetch images given by http(s) URL (public addresses only); false: only data URLs and file ids.",
+    )
+    allowed_domains: list[str] = Field(
+        default_factory=list,
+        description="Hosts images may be fetched from, each with its subdomains (e.g. 'example.com'); empty: any "
+        "public host.",
+    )
+    max_image_bytes: int = Field(
+        default=MAX_IMAGE_BYTES, ge=1024, description="Largest image, fetched or in a data URL (400 beyond)."
+    )
+    fetch_timeout: float = Field(
+        default=10, gt=0, description="Seconds one image's fetch may take in all, redirects included (400 beyond)."
+    )
+    max_image_pixels: int = Field(
+        default=25_000_000,
+        ge=1,
+        description="Most pixels (width x height) in one decoded image (400 beyond): 25 million takes a 24 MP photo "
+        "and holds a decoded RGB image under 75 MB; vision models scale images far below it anyway.",
+    )
+    max_images_per_request: int = Field(default=8, ge=1, description="Most images in one request (400 beyond).")
+
+    @field_validator("allowed_domains")
+    @classmethod
+    def _host_names(cls, domains: list[str]) -> list[str]:
+        names = [domain.strip().lower().rstrip(".") for domain in domains]
+        if bad := [name for name in names if not HOST_NAME.fullmatch(name)]:
+            raise ValueError(
+                f"'allowed_domains' takes host names like 'example.com' (no scheme, port, path or '*'; subdomains "
+                f"are included), not {', '.join(repr(name) for name in bad)}"
+            )
+        return names
 
 
 def check_request(

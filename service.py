@@ -25,6 +25,7 @@ from engines.lora_files import bentoml_model
 from openai_routes.app import create_app, create_root_app
 from openai_routes.core.metrics import ServerMetrics, engine_gauges
 from openai_routes.core.registry import ModelRegistry
+from openai_routes.endpoints.batches.runner import BatchRunner
 from openai_routes.server.access_log import AccessLog
 from openai_routes.server.auth import KeyRing, read_keys
 from openai_routes.server.envelope import OpenAIErrorEnvelope
@@ -60,7 +61,10 @@ lifecycle = Lifecycle(drain, CONFIG.limits.shutdown_grace)
 metrics = ServerMetrics()
 # A response still unfinished this long after it began cannot be running any more (its deadline has passed).
 book = ResponseBook(stale_after=CONFIG.limits.request_timeout + 60)
-app = create_app(registry, keyring, CONFIG.limits, metrics, drain, book, admin=(admin_keys, adapters))
+batch_runner = BatchRunner(book, registry, CONFIG.batches, metrics, drain)
+app = create_app(
+    registry, keyring, CONFIG.limits, metrics, drain, book, admin=(admin_keys, adapters), batch_runner=batch_runner
+)
 root_app = create_root_app(registry, keyring, CONFIG.limits, drain, playground_page=CONFIG.playground)
 
 
@@ -94,6 +98,7 @@ class BentoOAIService:
         ]
         await start_models(registry, models, CONFIG.limits.shutdown_grace, on_cpu=CONFIG.platform == "cpu")
         await self.start_adapters()
+        batch_runner.start()
         freeze_startup_heap()
         # Last: the freeze (and engine starts on GPU, on the loop) hold the loop longer than a stall worth logging.
         LoopWatch(asyncio.get_running_loop(), quiet=lambda: drain.draining).start()
@@ -119,7 +124,9 @@ class BentoOAIService:
 
     @bentoml.on_shutdown
     async def close_responses(self) -> None:
-        """Before the engines stop (hooks run by name): background responses still running are recorded failed."""
+        """Before the engines stop (hooks run by name): batch lines running here are aborted and given back, and
+        background responses still running are recorded failed."""
+        await batch_runner.stop()
         await book.close()
 
     @bentoml.on_shutdown

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engines.cpu_levers import export_cpu_levers
 from engines.generation_defaults import GENERATION_FIELDS, unknown_fields
-from openai_routes.core.limits import Limits
+from openai_routes.core.limits import BatchLimits, Limits
 from openai_routes.store.state import StoreLimits
 
 ROOT = Path(__file__).resolve().parent
@@ -224,6 +224,7 @@ class ServiceConfig(StrictModel):
         "session storage); false: / is BentoML's own page.",
     )
     limits: Limits = Field(default_factory=Limits)
+    batches: BatchLimits = Field(default_factory=BatchLimits)
     store: StoreConfig = Field(default_factory=StoreConfig)
     traffic: TrafficConfig = Field(default_factory=TrafficConfig)
     env: dict[str, str] = Field(default_factory=dict, description="Environment for the engines, e.g. VLLM_*.")

@@ -21,6 +21,7 @@ from engines.vllm_output import ModelParsers
 from engines.vllm_sampling import checked_defaults, sampling_params
 from engines.vllm_steps import StepReader
 from engines.vllm_tokenizer import ChatTemplate
+from openai_routes.core.context import current
 from openai_routes.core.engine import (
     EngineFailedError,
     EngineUnavailableError,
@@ -50,6 +51,9 @@ class VLLMGenerator(VLLMEngine):
     ) -> None:
         super().__init__(llm)
         self._adapter: LoRARequest | None = None
+        # Priorities are vLLM's only under scheduling_policy "priority" (elsewhere it refuses any but 0): then batch
+        # lines (the request context's priority 1) wait behind interactive requests.
+        self._by_priority = llm.vllm_config.scheduler_config.policy == "priority"
         self._defaults = checked_defaults(llm.model_config, generation_defaults)
         self._chat = ChatTemplate(self._tokens, chat_template)
         self._parsers = ModelParsers(self._tokens.tokenizer, tool_call_parser, reasoning_parser)
@@ -111,7 +115,8 @@ class VLLMGenerator(VLLMEngine):
         params = sampling_params(options, self._defaults, self._parsers.skip_special_tokens(options.parsed_tools))
         prompt = TokensPrompt(prompt_token_ids=prompt_token_ids)
         try:
-            generated = self._llm.generate(prompt, params, request_id, lora_request=self._adapter)
+            priority = current().priority if self._by_priority else 0
+            generated = self._llm.generate(prompt, params, request_id, lora_request=self._adapter, priority=priority)
             async with contextlib.aclosing(generated) as outputs:
                 async for output in outputs:
                     yield self._steps.step(output, prompt_token_ids, options.logprobs)

@@ -12,6 +12,8 @@ Endpoints (reference: https://platform.openai.com/docs/api-reference), one packa
 - ``/v1/conversations`` and ``/v1/conversations/{id}/items``: ``conversations``
 - ``POST``/``GET /v1/files``, ``GET``/``DELETE /v1/files/{id}``, ``GET /v1/files/{id}/content``: ``files`` (the
   upload's body streamed, not read whole by the guard)
+- ``POST``/``GET /v1/batches``, ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``: ``batches`` (and
+  ``batches.runner``, which runs their lines through this app)
 - ``POST /v1/load_lora_adapter``, ``POST /v1/unload_lora_adapter``: ``lora`` (admin keys only, vLLM's shapes)
 - ``POST /tokenize``, ``POST /detokenize``: ``tokenize`` (vLLM's extension, at the root as vLLM serves it)
 - ``GET  /``, ``GET /playground`` (+ its files and ``/playground/config``): ``playground/``, the chat page
@@ -33,6 +35,8 @@ from openai_routes.core.errors import install_error_handlers
 from openai_routes.core.limits import FORM_OVERHEAD, Limits
 from openai_routes.core.metrics import ServerMetrics
 from openai_routes.core.registry import ModelRegistry
+from openai_routes.endpoints.batches import router as batches
+from openai_routes.endpoints.batches.runner import BatchRunner
 from openai_routes.endpoints.chat_completions import router as chat_completions
 from openai_routes.endpoints.chat_completions import stored as stored_chat_completions
 from openai_routes.endpoints.completions import router as completions
@@ -45,7 +49,7 @@ from openai_routes.endpoints.responses import router as responses
 from openai_routes.endpoints.tokenize import router as tokenize
 from openai_routes.pipeline.run import RunSettings
 from openai_routes.playground import router as playground
-from openai_routes.server.admission import Admission
+from openai_routes.server.admission import Admission, Gates
 from openai_routes.server.auth import APIKeyMiddleware, KeyRing
 from openai_routes.server.guard import Drain, RequestGuard
 from openai_routes.store.book import ResponseBook
@@ -59,8 +63,10 @@ def create_app(
     drain: Drain,
     book: ResponseBook,
     admin: tuple[KeyRing, AdapterLoader] | None = None,
+    batch_runner: BatchRunner | None = None,
 ) -> FastAPI:
-    """The OpenAI API, mounted at ``/v1``; with ``admin`` (the admin keys and the adapter loader), the admin routes."""
+    """The OpenAI API, mounted at ``/v1``; with ``admin`` (the admin keys and the adapter loader), the admin routes;
+    ``batch_runner`` (started by the service) runs its batches' lines through this app."""
     app = FastAPI(title="bento-oai: OpenAI-compatible API", docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.include_router(models.create_router(registry))
@@ -72,19 +78,16 @@ def create_app(
     app.include_router(responses.create_router(registry, limits, runs, book))
     app.include_router(conversations.create_router(book))
     app.include_router(files.create_router(book))
+    app.include_router(batches.create_router(book))
     if admin is not None:
         app.include_router(lora.create_router(admin[1]))
     # Starlette runs the last added middleware first: key check, then body/disconnect guard, then admission.
-    app.add_middleware(
-        Admission,
-        registry=registry,
-        max_in_flight=limits.max_in_flight,
-        max_queued=limits.max_queued,
-        retry_after=limits.retry_after,
-        metrics=metrics,
-    )
+    gates = Gates(limits.max_in_flight, limits.max_queued)
+    app.add_middleware(Admission, registry=registry, gates=gates, retry_after=limits.retry_after, metrics=metrics)
     upload = {files.UPLOAD: limits.max_file_bytes + FORM_OVERHEAD}  # its body passes the guard as it comes
     protect(app, keyring, limits, drain, admin=None if admin is None else admin[0], streamed=upload)
+    if batch_runner is not None:
+        batch_runner.attach(app, gates)
     return app
 
 

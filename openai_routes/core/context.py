@@ -16,6 +16,7 @@ class RequestContext:
     model: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    priority: int = 0  # the engine's scheduling priority where it has one (larger runs later): batch lines' is 1
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("bento_oai_request", default=None)

@@ -54,6 +54,24 @@ class Limits(BaseModel):
     shutdown_grace: float = Field(default=30, ge=0, description="Seconds in-flight requests get after SIGTERM.")
 
 
+class BatchLimits(BaseModel):
+    """How batches run (``/v1/batches``); configured under ``batches:`` in ``configs/*.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lines_in_flight: int = Field(default=16, ge=1, description="Batch lines a worker runs at once, at most.")
+    reserve: int = Field(
+        default=8,
+        ge=0,
+        description="Engine sequences per model that batch lines leave to interactive requests: a line starts only "
+        "while the model's gate has this much room beyond it and nobody waits.",
+    )
+    lease: int = Field(
+        default=30, ge=2, description="Seconds a worker's claim on a line lasts unrenewed (another takes it after)."
+    )
+    poll: float = Field(default=0.5, gt=0, description="Seconds between two looks for batch work when idle.")
+
+
 def check_request(
     limits: Limits,
     *,

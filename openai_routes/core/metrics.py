@@ -42,6 +42,13 @@ class ServerMetrics:
         self.queued = gauge(
             "bento_oai_requests_queued", "Requests waiting for admission.", ["model"], multiprocess_mode="livesum"
         )
+        self.batch_lines = counter(
+            "bento_oai_batch_lines", "Batch lines finished, by status (completed, failed, expired, cancelled).",
+            ["status"],
+        )  # fmt: skip
+        self.batch_lines_in_flight = gauge(
+            "bento_oai_batch_lines_in_flight", "Batch lines running.", multiprocess_mode="livesum"
+        )
 
     @classmethod
     def for_registry(cls, registry: prometheus_client.CollectorRegistry) -> ServerMetrics:

@@ -86,6 +86,21 @@ class Gate:
                 future.set_result(None)
 
 
+class Gates:
+    """Every model's gate, made on first use; an adapter shares its base's (one engine runs both). The batch
+    runner reads them too: its lines take only what interactive requests leave free."""
+
+    def __init__(self, max_in_flight: int, max_queued: int) -> None:
+        self.max_in_flight = max_in_flight
+        self.max_queued = max_queued
+        self.gates: dict[str, Gate] = {}
+
+    def of(self, model: ServedModel) -> Gate:
+        if model.root not in self.gates:
+            self.gates[model.root] = Gate(self.max_in_flight, self.max_queued)
+        return self.gates[model.root]
+
+
 SLOT_KEY = "bento_oai.slot"
 
 
@@ -161,27 +176,22 @@ class Admission:
         self,
         app: ASGIApp,
         registry: ModelRegistry,
-        max_in_flight: int,
-        max_queued: int,
+        gates: Gates,
         retry_after: int,
         metrics: ServerMetrics,
     ) -> None:
         self.app = app
         self.registry = registry
-        self.max_in_flight = max_in_flight
-        self.max_queued = max_queued
+        self.gates = gates
         self.retry_after = retry_after
         self.metrics = metrics
-        self.gates: dict[str, Gate] = {}
 
     def gate(self, path: str, body: dict[str, Any]) -> tuple[ServedModel, Gate, int] | None:
         name = body.get("model")
         model = self.registry.find(name) if isinstance(name, str) else None
         if model is None:
             return None  # the route answers (404, 400) without touching an engine
-        if model.root not in self.gates:  # an adapter shares its base's gate: they share one engine
-            self.gates[model.root] = Gate(self.max_in_flight, self.max_queued)
-        gate = self.gates[model.root]
+        gate = self.gates.of(model)
         return model, gate, gate.weight(sequences(path, body))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

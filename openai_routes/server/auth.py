@@ -95,6 +95,9 @@ def bearer_key(scope: Scope) -> str | None:
 
 
 OWNER = "key_owner"
+# Set only by in-process callers (the batch runner, for the key that made the batch): a scope built by the HTTP
+# server never holds it, so no client can claim an owner this way.
+INTERNAL_OWNER = "bento_oai.internal_owner"
 
 
 def key_owner(scope: Scope) -> str:
@@ -129,6 +132,10 @@ class APIKeyMiddleware:
         self.admin_paths = admin_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and INTERNAL_OWNER in scope:
+            scope["state"] = {**scope.get("state", {}), OWNER: scope[INTERNAL_OWNER]}
+            await self.app(scope, receive, send)
+            return
         if scope["type"] == "http" and get_route_path(scope) in self.admin_paths:
             await self.check_admin(scope, receive, send)
             return

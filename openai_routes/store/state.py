@@ -1,5 +1,5 @@
 """``StateStore``: the one database of the state APIs, opened once: stored responses, conversations, stored chat
-completions, files, and the purger that deletes what expired.
+completions, files, batches, and the purger that deletes what expired.
 
 The database is SQLite (aiosqlite, WAL) for one replica or PostgreSQL (asyncpg) shared by several; its schema comes
 only from the Alembic migrations in ``migrations/``, brought to their head by ``open``.
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from openai_routes.core.limits import MAX_BATCH_LINES, MAX_FILE_BYTES
+from openai_routes.store.batches import BatchStore
 from openai_routes.store.chat_completions import CompletionStore
 from openai_routes.store.conversations import ConversationStore
 from openai_routes.store.database import create_engine, migrate
@@ -42,6 +43,7 @@ class StateStore:
             engine, ttl=limits.ttl, max_bytes=limits.max_bytes, max_items=limits.max_conversation_items
         )
         self.completions = CompletionStore(engine, ttl=limits.ttl, max_bytes=limits.max_bytes)
+        self.batches = BatchStore(engine, ttl=limits.ttl)
         self.files = FileStore(
             engine, ttl=limits.ttl, max_file_bytes=limits.max_file_bytes, max_batch_lines=limits.max_batch_lines
         )
@@ -66,6 +68,7 @@ class StateStore:
         cutoff = current_second() if now is None else math.floor(now)
         purged = await self.responses.purge_expired(cutoff)
         purged += await self.conversations.purge_expired(cutoff)
+        purged += await self.batches.purge_expired(cutoff)
         purged += await self.files.purge_expired(cutoff)
         return purged + await self.completions.purge_expired(cutoff)
 

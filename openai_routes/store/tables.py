@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, LargeBinary, String, Table
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String, Table
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -116,5 +116,48 @@ RESPONSES = table(ResponseRow)
 CONVERSATIONS = table(ConversationRow)
 CONVERSATION_ITEMS = table(ConversationItemRow)
 CHAT_COMPLETIONS = table(ChatCompletionRow)
+
+
+class BatchRow(Base):
+    """One batch (``/v1/batches``). ``batch`` is its wire object but for the live counts; ``deadline`` is the end of
+    its completion window; ``worker`` and ``lease_until`` say which replica validates or finalizes it."""
+
+    __tablename__ = "batches"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String, unique=True)
+    owner: Mapped[str] = mapped_column(String, index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    status: Mapped[str] = mapped_column(String, index=True)
+    deadline: Mapped[int] = mapped_column(BigInteger)
+    worker: Mapped[str | None] = mapped_column(String)
+    lease_until: Mapped[int] = mapped_column(BigInteger)
+    batch: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+
+
+class BatchLineRow(Base):
+    """One request line of a batch: ``pending``, ``running`` (claimed by ``worker`` until ``lease_until``) or
+    ``done`` (its output or error line in ``result``, ``failed`` for the error file)."""
+
+    __tablename__ = "batch_lines"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), index=True)
+    line: Mapped[int] = mapped_column(Integer)
+    custom_id: Mapped[str] = mapped_column(String)
+    model: Mapped[str | None] = mapped_column(String)
+    body: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    status: Mapped[str] = mapped_column(String, index=True)
+    worker: Mapped[str | None] = mapped_column(String)
+    lease_until: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer)
+    failed: Mapped[bool] = mapped_column(Boolean)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+
+
+BATCHES = table(BatchRow)
+BATCH_LINES = table(BatchLineRow)
 FILES = table(FileRow)
 FILE_CHUNKS = table(FileChunkRow)

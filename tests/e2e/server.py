@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -132,6 +133,7 @@ class Server:
     started_tree: list[psutil.Process] = field(default_factory=list)
     killed: list[str] = field(default_factory=list)
     launched: float = 0
+    notes: dict[str, Any] = field(default_factory=dict)  # what a test leaves for its spec's settle check
 
     @property
     def base_url(self) -> str:

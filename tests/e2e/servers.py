@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import openai
 import yaml
 
 from tests.e2e.pool import ServerPool, ServerSpec
@@ -138,8 +139,18 @@ def postgres_store(pool: ServerPool, _directory: Path) -> dict[str, str]:
 def serves_again(server: Server) -> None:
     """The orphan test killed this server's worker: circus must start a new one, with new engines, that serves
     (the old worker is gone, so a ready answer comes from the new one); checked before the pool stops it, while the
-    next tests run."""
+    next tests run. The batch the killed worker was running is finished by the new one (its claims lapse after a
+    lease): every line answered, each once."""
     wait_for(server.is_ready, 600, "a new worker ready after the SIGKILL of the old one", 2)
+    batch_id = server.notes.get("batch")
+    if batch_id is None:
+        return
+    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key)
+    wait_for(lambda: client.batches.retrieve(batch_id).status == "completed", 300, "the killed batch to complete", 1)
+    done = client.batches.retrieve(batch_id)
+    assert done.output_file_id is not None and done.error_file_id is None, done
+    output = [json.loads(line)["custom_id"] for line in client.files.content(done.output_file_id).text.splitlines()]
+    assert sorted(output) == sorted(f"k{i}" for i in range(len(output))) and len(output) == 40, output
 
 
 SPECS = [

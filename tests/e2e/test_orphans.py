@@ -18,17 +18,22 @@ the survivors by pid, whether it passed or not.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 from collections.abc import Iterator
 
+import openai
 import psutil
 import pytest
 
+from tests.e2e.conftest import CHAT_MODEL
 from tests.e2e.pool import ServerPool
+from tests.e2e.probes import wait_for
 from tests.e2e.server import Server, port_is_free, still_alive
 
 WORKER_MODULE = "_bentoml_impl.worker.service"
 WITHIN = 20  # seconds: the bound the issue sets
+KILLED_BATCH_LINES = 40
 
 
 def command_line(process: psutil.Process) -> str:
@@ -71,6 +76,24 @@ def worker_victim(pool: ServerPool) -> Server:
     return pool.get("bento")
 
 
+def start_batch(server: Server) -> str:
+    """A batch whose lines are running when the worker dies (some done, some in the engine, some not started)."""
+    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key)
+    lines = [{"custom_id": f"k{i}", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"model": CHAT_MODEL, "messages": [{"role": "user", "content": f"Count to {i + 20}."}],
+                       "max_tokens": 48}} for i in range(KILLED_BATCH_LINES)]  # fmt: skip
+    text = "\n".join(json.dumps(line) for line in lines)
+    file_id = client.files.create(file=("lines.jsonl", text.encode()), purpose="batch").id
+    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+
+    def running() -> bool:
+        counts = client.batches.retrieve(batch.id).request_counts
+        return counts is not None and 0 < counts.completed < counts.total
+
+    wait_for(running, 120, "the batch to be part done", 0.2)
+    return batch.id
+
+
 @pytest.fixture
 def arbiter_victim(pool: ServerPool) -> Server:
     """The second replica (``tests/configs/short-grace.yaml``: the chat model alone), whose arbiter the test kills
@@ -81,7 +104,9 @@ def arbiter_victim(pool: ServerPool) -> Server:
 @pytest.mark.slow
 @pytest.mark.ends_server
 def test_sigkill_of_the_worker_takes_its_engine_processes_along(worker_victim: Server) -> None:
+    """Also SIGKILLs a batch mid-run: the restarted worker must finish it (``servers.serves_again`` checks)."""
     server = worker_victim
+    server.notes["batch"] = start_batch(server)
     [worker] = workers_of(server)
     processes = [p for p in server.tree() if p.pid != worker.ppid()]  # all but the arbiter
     assert_engines(processes, models=2)

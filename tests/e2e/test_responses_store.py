@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -30,11 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import psutil
 import pytest
 from openai.types.responses import Response
+from sqlalchemy import select
 
 from openai_routes.store import StateStore, StoreLimits
+from openai_routes.store.tables import BATCH_LINES
 from tests.e2e import servers
 from tests.e2e.conftest import CHAT_MODEL
 from tests.e2e.pool import ServerPool
@@ -365,12 +369,42 @@ class Replicas:
     one: Server
     two: Server
     other_key: str
+    database: str  # the URL of the PostgreSQL database they share
 
 
 @pytest.fixture(scope="module")
 def replicas(pool: ServerPool) -> Replicas:
     """Two servers on one real PostgreSQL (pgserver, ``tests.e2e.servers.postgres_store``), both keys accepted."""
-    return Replicas(pool.get("replica-one"), pool.get("replica-two"), pool.key("store")[1])
+    one, two = pool.get("replica-one"), pool.get("replica-two")
+    database = servers.postgres_store(pool, pool.directory)["BENTO_OAI_STORE_URL"]
+    return Replicas(one, two, pool.key("store")[1], database)
+
+
+async def test_replicas_run_one_batch_together_and_no_line_twice(replicas: Replicas) -> None:
+    """A batch made on replica one is worked by both (each claims lines ``FOR UPDATE SKIP LOCKED``); read on replica
+    two, its output holds every ``custom_id`` once, and the database shows each line run once, by both replicas."""
+    one = openai.OpenAI(base_url=f"{replicas.one.base_url}/v1", api_key=replicas.one.api_key)
+    two = openai.OpenAI(base_url=f"{replicas.two.base_url}/v1", api_key=replicas.two.api_key)
+    lines = [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"model": CHAT_MODEL, "messages": [{"role": "user", "content": f"Say the number {i}."}],
+                       "max_tokens": 8}} for i in range(48)]  # fmt: skip
+    text = "\n".join(json.dumps(line) for line in lines)
+    file_id = one.files.create(file=("lines.jsonl", text.encode()), purpose="batch").id
+    batch = one.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+    wait_for(lambda: two.batches.retrieve(batch.id).status in ("completed", "failed"), 300, "the batch", 0.5)
+    done = two.batches.retrieve(batch.id)
+    assert done.status == "completed" and done.output_file_id is not None, done
+    output = [json.loads(line) for line in one.files.content(done.output_file_id).text.splitlines()]
+    assert sorted(line["custom_id"] for line in output) == sorted(f"r{i}" for i in range(48))
+    store = await StateStore.open(replicas.database, StoreLimits(3600, 1 << 24))
+    try:
+        async with store.engine.connect() as connection:
+            lines_of = select(BATCH_LINES.c.worker, BATCH_LINES.c.attempts).where(BATCH_LINES.c.batch_id == batch.id)
+            rows = (await connection.execute(lines_of)).all()
+    finally:
+        await store.close()
+    assert len(rows) == 48 and {attempts for _worker, attempts in rows} == {1}
+    assert len({worker for worker, _attempts in rows}) == 2, "both replicas ran lines"
 
 
 def test_replicas_share_stored_responses(replicas: Replicas) -> None:

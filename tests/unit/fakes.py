@@ -18,6 +18,7 @@ from starlette.types import Scope
 
 from openai_routes.app import create_app
 from openai_routes.core.adapters import AdapterLoader
+from openai_routes.core.context import current
 from openai_routes.core.engine import (
     Embedding,
     EmbedEngine,
@@ -33,6 +34,7 @@ from openai_routes.core.engine import (
 from openai_routes.core.limits import Limits
 from openai_routes.core.metrics import ServerMetrics
 from openai_routes.core.registry import ModelRegistry, ServedModel
+from openai_routes.endpoints.batches.runner import BatchRunner
 from openai_routes.server.auth import KeyRing
 from openai_routes.server.guard import Drain
 from openai_routes.store.book import ResponseBook
@@ -65,6 +67,7 @@ class GenerateCall:
     request_id: str
     outcome: Outcome = "pending"
     steps: int = 0
+    priority: int = 0  # the request context's, when generate was called
 
 
 @dataclass
@@ -141,7 +144,7 @@ class FakeGenerateEngine:
     def generate(
         self, prompt_token_ids: list[int], options: SamplingOptions, request_id: str
     ) -> AsyncGenerator[GenerationStep, None]:
-        call = GenerateCall(list(prompt_token_ids), options, request_id)
+        call = GenerateCall(list(prompt_token_ids), options, request_id, priority=current().priority)
         self.calls.append(call)
         return self._run(call)
 
@@ -290,12 +293,15 @@ def build_app(
     limits: Limits | None = None,
     book: ResponseBook | None = None,
     admin: tuple[KeyRing, AdapterLoader] | None = None,
+    batch_runner: BatchRunner | None = None,
 ) -> FastAPI:
     """``create_app`` with metrics in a registry of their own (prometheus refuses duplicate names), no drain, and
     a response book whose store is not open unless one is given (opened by the test)."""
     metrics = ServerMetrics.for_registry(prometheus_client.CollectorRegistry())
     book = book or ResponseBook(stale_after=660)
-    return create_app(registry, keyring, limits or Limits(), metrics, Drain(), book, admin=admin)
+    return create_app(
+        registry, keyring, limits or Limits(), metrics, Drain(), book, admin=admin, batch_runner=batch_runner
+    )
 
 
 def http_scope(path: str, api_key: str) -> Scope:

@@ -8,14 +8,28 @@ from pathlib import Path
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
 from openai_routes.store import ResponseRecord, StateStore
+from openai_routes.store.database import MIGRATIONS
 from openai_routes.store.tables import Base
 
 ROOT = Path(__file__).resolve().parents[2]
 TTL = 3600
+
+
+def head_revision() -> str:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
+HEAD = head_revision()  # the migrations' last revision, where every open leaves the database
 
 
 def make_record(

@@ -31,7 +31,7 @@ from openai_routes.store import (
 from openai_routes.store.database import MIGRATIONS, async_url
 from openai_routes.store.records import dumps
 from openai_routes.store.tables import RESPONSES
-from tests.unit.store_fixtures import ROOT, TTL, make_record, schema_differences
+from tests.unit.store_fixtures import HEAD, ROOT, TTL, make_record, schema_differences
 
 
 def sqlite_url(tmp_path: Path) -> str:
@@ -205,7 +205,7 @@ async def test_reopening_keeps_the_data_and_migrates_nothing(tmp_path: Path) -> 
         for store in again:
             await store.close()
     with sqlite3.connect(tmp_path / "data" / "responses.db") as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
 
 
 def test_a_database_of_the_first_release_upgrades_and_keeps_its_responses(tmp_path: Path) -> None:
@@ -235,7 +235,7 @@ def test_a_database_of_the_first_release_upgrades_and_keeps_its_responses(tmp_pa
 
     asyncio.run(reopen())
     with sqlite3.connect(tmp_path / "data" / "responses.db") as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
 
 
 async def test_the_migrations_make_the_models_schema(store: StateStore) -> None:

@@ -19,7 +19,7 @@ from openai_routes.store import (
 )
 from openai_routes.store.files import CHUNK_BYTES
 from openai_routes.store.pages import PageQuery
-from tests.unit.store_fixtures import TTL, Postgres, make_record, schema_differences
+from tests.unit.store_fixtures import HEAD, TTL, Postgres, make_record, schema_differences
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +107,7 @@ async def test_replicas_opening_at_once_migrate_once(postgres: Postgres) -> None
     try:
         async with stores[0].engine.connect() as connection:
             versions = (await connection.exec_driver_sql("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0003",)]
+        assert versions == [(HEAD,)]
         (again,) = await open_replicas(url, 1)  # and a later open is a no-op
         await again.close()
     finally:

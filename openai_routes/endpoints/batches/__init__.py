@@ -1,0 +1,1 @@
+"""The Batch API: ``/v1/batches`` and the runner that works through their lines."""

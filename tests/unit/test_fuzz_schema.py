@@ -31,7 +31,7 @@ from tests.fuzzing import FuzzTally, fuzz_schema, server_error
 from tests.unit.fakes import CHAT_MODEL, EMBED_MODEL, FakeEmbedEngine, FakeGenerateEngine, build_app, fake_registry
 
 KEY = "sk-unit-fuzz-key"
-SCHEMA_WIDE_EXAMPLES = 300  # per operation and generation mode (25 operations: about 15,000 cases)
+SCHEMA_WIDE_EXAMPLES = 300  # per operation and generation mode (33 operations: about 19,000 cases)
 SERVED_EXAMPLES = 700  # per generation endpoint, with a served model's name
 GENERATION = ("POST /chat/completions", "POST /completions", "POST /responses", "POST /embeddings")
 MINIMUM_CASES = 10_000

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import AsyncGenerator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from vllm.v1.structured_output.backend_xgrammar import validate_xgrammar_grammar
 
 from engines.vllm_errors import plain, translate
 from engines.vllm_generator import VLLMGenerator
+from openai_routes.core.context import RequestContext, bind
 from openai_routes.core.engine import (
     EngineBusyError,
     EngineFailedError,
@@ -128,10 +130,12 @@ class FakeLLM:
 
     def __init__(self, outputs: list[RequestOutput]) -> None:
         self.model_config = FakeModelConfig()
+        self.vllm_config = SimpleNamespace(scheduler_config=SimpleNamespace(policy="fcfs"))
         self.outputs = outputs
         self.closed = False
         self.errored = False
         self.lora_requests: list[Any] = []
+        self.priorities: list[int] = []
         self.shut_down = False
 
     def shutdown(self) -> None:
@@ -140,8 +144,11 @@ class FakeLLM:
     def get_tokenizer(self) -> FakeTokenizer:
         return FakeTokenizer()
 
-    async def generate(self, *_args: Any, lora_request: Any = None) -> AsyncGenerator[RequestOutput, None]:
+    async def generate(
+        self, *_args: Any, lora_request: Any = None, priority: int = 0
+    ) -> AsyncGenerator[RequestOutput, None]:
         self.lora_requests.append(lora_request)
+        self.priorities.append(priority)
         try:
             for output in self.outputs:
                 yield output
@@ -205,3 +212,22 @@ async def test_an_adapters_view_sends_its_lora_request_and_owns_no_engine() -> N
     assert llm.lora_requests == [adapter, None]
     view.shutdown()
     assert not llm.shut_down
+
+
+@pytest.mark.parametrize(("policy", "sent"), [("priority", [1, 0]), ("fcfs", [0, 0])])
+async def test_a_batch_lines_priority_reaches_vllm_only_when_it_schedules_by_priority(
+    policy: str, sent: list[int]
+) -> None:
+    """vLLM refuses a priority other than 0 under "fcfs": the request context's priority goes only to an engine
+    configured with ``scheduling_policy: priority``."""
+    llm = FakeLLM([output("a", "stop", finished=True)])
+    llm.vllm_config.scheduler_config.policy = policy
+    engine = VLLMGenerator(llm)  # type: ignore[arg-type]
+    for priority in (1, 0):
+        token = bind(RequestContext("r", priority=priority))
+        try:
+            async for _step in engine.generate([1], SamplingOptions(max_tokens=8), "r"):
+                pass
+        finally:
+            token.var.reset(token)
+    assert llm.priorities == sent

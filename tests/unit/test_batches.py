@@ -40,6 +40,7 @@ class Harness:
     book: ResponseBook
     generator: FakeGenerateEngine
     runners: list[BatchRunner]
+    registry: prometheus_client.CollectorRegistry
 
     async def upload(self, lines: list[Any], key_owner: str | None = None) -> str:
         text = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n"
@@ -90,7 +91,8 @@ async def serve(tmp_path: Path, runners: int = 1, limits: BatchLimits = FAST) ->
     book = ResponseBook(stale_after=660)
     await book.open(f"sqlite+aiosqlite:///{tmp_path}/state.db", StoreLimits(3600, 65536), purge_every=60)
     registry = fake_registry(generator, FakeEmbedEngine())
-    metrics = ServerMetrics.for_registry(prometheus_client.CollectorRegistry())
+    metrics_registry = prometheus_client.CollectorRegistry()
+    metrics = ServerMetrics.for_registry(metrics_registry)
     started = [BatchRunner(book, registry, limits, metrics, Drain()) for _ in range(runners)]
     app = build_app(registry, keyring, Limits(), book, batch_runner=started[0])
     for runner in started[1:]:
@@ -103,7 +105,7 @@ async def serve(tmp_path: Path, runners: int = 1, limits: BatchLimits = FAST) ->
             httpx.AsyncClient(transport=transport, base_url="http://t", headers=auth(KEY)) as client,
             httpx.AsyncClient(transport=transport, base_url="http://t", headers=auth(OTHER_KEY)) as other,
         ):
-            yield Harness(client, other, book, generator, started)
+            yield Harness(client, other, book, generator, started, metrics_registry)
     finally:
         for runner in started:
             await runner.stop()
@@ -272,3 +274,27 @@ async def test_an_empty_file_or_a_deleted_one_fails_the_batch(h: Harness) -> Non
     assert [(error["code"], error["param"]) for error in gone["errors"]["data"]] == [
         ("file_not_found", "input_file_id")
     ]
+
+
+async def test_lines_are_counted_by_status_in_the_metrics(tmp_path: Path) -> None:
+    async with serve(tmp_path) as h:
+        created = await h.create(await h.upload([chat_line("a"), chat_line("b"), chat_line("c", n=0)]))
+        await h.until(created["id"], "completed")
+        sample = h.registry.get_sample_value
+        counted = {
+            status: sample("bento_oai_batch_lines_total", {"status": status}) for status in ("completed", "failed")
+        }
+        assert counted == {"completed": 2, "failed": 1}
+        assert sample("bento_oai_batch_lines_in_flight") == 0
+
+
+async def test_a_finished_batch_is_purged_with_its_lines_once_expired(h: Harness) -> None:
+    created = await h.create(await h.upload([chat_line("a")]))
+    await h.until(created["id"], "completed")
+    state = h.book.state
+    await state.purge_expired(now=created["expires_at"] + 3600 - 10)  # kept the store's ttl past its window
+    assert (await h.client.get(f"/batches/{created['id']}")).status_code == 200
+    await state.purge_expired(now=created["expires_at"] + 3600 + 1)  # the window's end plus the store's ttl
+    assert (await h.client.get(f"/batches/{created['id']}")).status_code == 404
+    async with state.engine.connect() as connection:
+        assert (await connection.execute(select(BATCH_LINES.c.seq))).all() == []

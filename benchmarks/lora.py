@@ -155,6 +155,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT, help="adapters, configs and server logs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     config = load_config(args.config)
     base = peers.chat_model(config)
     args.out.mkdir(parents=True, exist_ok=True)

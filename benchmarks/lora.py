@@ -32,6 +32,7 @@ import yaml
 from benchmarks import machine
 from benchmarks import servers as peers
 from benchmarks.loadgen import LoadSpec, RequestSample, RunResult, Stats, one_request, summarize
+from engines.cpu_dtype import resolve_dtype
 from settings import ROOT, load_config
 from tests.e2e.server import process_tree
 
@@ -54,11 +55,13 @@ def make_adapters(base: Path, directory: Path) -> list[Path]:
     return made
 
 
-def lora_config(plain: Path, adapters: Sequence[Path], directory: Path) -> Path:
-    """The plain config with LoRA on its chat model and the adapters as ``lora-0`` ... ``lora-3``."""
+def lora_config(plain: Path, adapters: Sequence[Path], directory: Path, dtype: str) -> Path:
+    """The plain config with LoRA on its chat model, the adapters as ``lora-0`` ... ``lora-3``, and the ``dtype`` the
+    plain server runs (``auto`` would decide again for these engine arguments)."""
     raw = yaml.safe_load(plain.read_text())
     model = raw["models"][0]
-    model["engine"] = {**model["engine"], "enable_lora": True, "max_lora_rank": RANK, "max_loras": len(adapters)}
+    lora = {"enable_lora": True, "max_lora_rank": RANK, "max_loras": len(adapters), "dtype": dtype}
+    model["engine"] = {**model["engine"], **lora}
     model["adapters"] = [{"id": f"lora-{n}", "source": {"path": str(path)}} for n, path in enumerate(adapters)]
     path = directory / "lora.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -161,18 +164,19 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     adapters = make_adapters(Path(peers.model_dir(base)), args.out / "adapters")
     plain_config = peers.chat_only_config(args.config, args.out)
+    dtype = resolve_dtype(base.id, peers.model_dir(base), base.engine, base.runner, on_cpu=config.platform == "cpu")
     key = f"sk-bench-{secrets.token_hex(12)}"
     makers = [
         lambda: peers.bentoml_serve("plain", ROOT, plain_config, base.id, key, args.out),
         lambda: peers.bentoml_serve(
-            "lora", ROOT, lora_config(plain_config, adapters, args.out), base.id, key, args.out
+            "lora", ROOT, lora_config(plain_config, adapters, args.out, dtype), base.id, key, args.out
         ),
     ]
     spec = LoadSpec(model=base.id, concurrency=args.concurrency, requests=args.requests, max_tokens=args.max_tokens)
     with peers.running(makers) as (plain, lora):
         runs = asyncio.run(measure(plain, lora, base.id, spec, args.rounds))
     print(f"\n{machine.cpu_summary()}; c={args.concurrency}, {args.requests} requests x {args.max_tokens} tokens "
-          f"per loop, {args.rounds} rounds\n")  # fmt: skip
+          f"per loop, {args.rounds} rounds, dtype {dtype}\n")  # fmt: skip
     print(render(runs))
 
 

@@ -156,10 +156,14 @@ def test_bentoml_serve_runs_from_the_given_tree(tmp_path: Path) -> None:
 def test_lora_benchmark_serves_four_adapters_on_the_chat_model_and_rates_them_per_round(tmp_path: Path) -> None:
     plain = chat_only_config("configs/default.yaml", tmp_path)
     adapters = [tmp_path / f"adapter-{n}" for n in range(4)]
-    config = load_config(lora.lora_config(plain, adapters, tmp_path))
+    config = load_config(lora.lora_config(plain, adapters, tmp_path, "float32"))
     (model,) = config.models
     assert model.engine == {**load_config(plain).models[0].engine, **model.engine} and model.lora
-    assert model.engine["max_loras"] == 4 and model.adapter_ids == ["lora-0", "lora-1", "lora-2", "lora-3"]
+    assert (
+        model.engine["max_loras"] == 4
+        and model.engine["dtype"] == "float32"
+        and model.adapter_ids == ["lora-0", "lora-1", "lora-2", "lora-3"]
+    )
     assert [adapter.source.path for adapter in model.adapters] == [str(path) for path in adapters]
     sample = RequestSample(latency=1.0, ttft=0.1, itls=[0.1], output_tokens=8, usage_reported=True)
     runs = {"base": [run(1.0, sample), run(2.0, sample)], "adapters": [run(2.0, sample), run(2.0, sample)]}

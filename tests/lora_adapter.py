@@ -17,13 +17,14 @@ SEED = 0
 REFERENCE_TOKENS = 16
 
 
-def make_adapter(base: Path, target: Path, rank: int = RANK) -> Path:
-    """A PEFT adapter for the model at ``base`` saved in ``target`` (adapter_config.json, adapter_model.safetensors)."""
+def make_adapter(base: Path, target: Path, rank: int = RANK, seed: int = SEED) -> Path:
+    """A PEFT adapter for the model at ``base`` saved in ``target`` (adapter_config.json, adapter_model.safetensors);
+    another ``seed``, other weights."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     config = LoraConfig(
         r=rank, lora_alpha=24, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"

@@ -4,7 +4,8 @@ stops once no test still to run needs it.
 At collection (``plan``) the pool reads from each selected test's fixtures which servers it needs, in the order the
 tests run. ``STARTERS`` threads boot them in that order while earlier tests run, with at most ``MAX_LIVE``
 servers up (or stopping) at once (``MAX_LIVE_ROOMY`` while memory allows): the session's default server boots while
-the unit tests run, and each other server while the tests before it run. ``get`` waits for a server; ``release``
+the unit tests run, and each other server while the tests before it run. A restart's second life (``after``) boots
+once the first's ``bentoml serve`` has exited. ``get`` waits for a server; ``release``
 (after each test) stops the servers no later test needs, each in a thread of its own while the next tests run, and
 checks how they stopped: a spec's ``settle`` first (what must hold before the stop), then nothing left for SIGKILL,
 and for the default server a stop within 60 s and no line of the shutdown watchdog. A stop's problems fail the
@@ -49,6 +50,7 @@ class ServerSpec:
     env: Callable[[ServerPool, Path], dict[str, str]] | None = None  # extra environment, given the server's directory
     settle: Callable[[Server], None] | None = None  # waits for (and asserts) what must hold before its stop
     key_group: str = ""  # servers of one group share their API keys (a store's records belong to a key)
+    after: str = ""  # a restart: boots only once this server's `bentoml serve` has exited (it reads what that left)
     check_watchdog: bool = False  # at its stop: within STOP_WITHIN and no watchdog line in its log
 
 
@@ -112,12 +114,20 @@ class ServerPool:
         with self.lock:
             live = [name for name, started in self.started.items() if started.live]
             for name in self.order(self.position):
-                if name in self.started:
+                if name in self.started or not self.may_boot(name):
                     continue
                 if len(live) >= (MAX_LIVE_ROOMY if psutil.virtual_memory().available > ROOM else MAX_LIVE):
                     return
                 self.launch(name)
                 live.append(name)
+
+    def may_boot(self, name: str) -> bool:
+        """A restart's second life waits for the first to have exited (``get`` then launches it at once)."""
+        after = self.specs[name].after
+        if not after:
+            return True
+        first = self.started.get(after)
+        return first is not None and first.server.process is not None and first.server.process.poll() is not None
 
     # --- starting --------------------------------------------------------------------------------------------
 

@@ -4,13 +4,16 @@ One server per distinct config, shared by every module that uses it; configs tha
 (``tests/configs/queue-and-hermes.yaml``; the greedy model copy with auth disabled). A server a test ends (SIGTERM,
 SIGKILL, a killed engine) is used by that test alone, or by tests that run before it (``ends_server``): the drain
 test ends the default server (its SIGTERM is the default server's graceful stop), the grace test the first replica
-(its config has the 3-second grace), the arbiter's SIGKILL the second replica, the worker's the built Bento's.
+(its config has the 3-second grace), the arbiter's SIGKILL the second replica, the worker's the built Bento's, and
+the LoRA restart test the lora server, whose second life (``after``) boots once it has exited.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -54,22 +57,24 @@ def greedy_config(_pool: ServerPool, server: Server) -> None:
 ADMIN_KEY = "sk-admin-lora-tests"
 
 
-def lora_config(_pool: ServerPool, server: Server) -> None:
+def lora_config(pool: ServerPool, server: Server) -> None:
     """``tests/configs/lora.yaml`` with the adapters PEFT makes in the server's directory: ``static`` (the config's),
-    ``runtime`` (the same weights, for loading at run time), ``rank16`` (over the config's max_lora_rank 8) and
-    ``escape`` (a symlink out of the adapters directory); and PEFT's reference answers in ``reference.json``."""
+    ``runtime`` (the same weights, for loading at run time), ``other`` (other weights: the restart test's),
+    ``rank16`` (over the config's max_lora_rank 8) and ``escape`` (a symlink out of the adapters directory). PEFT's
+    reference answers are computed meanwhile, while the server boots (``peft_reference``)."""
     import bentoml
 
-    from tests.lora_adapter import make_adapter, reference
+    from tests.lora_adapter import make_adapter
 
     directory = server.log_path.parent
     adapters = directory / "adapters"
     base = Path(bentoml.models.get(CHAT_MODEL).path)
     static = make_adapter(base, adapters / "static")
+    make_adapter(base, adapters / "other", seed=1)
     make_adapter(base, adapters / "rank16", rank=16)
     (adapters / "runtime").symlink_to(static)
     (adapters / "escape").symlink_to(base)
-    reference(base, static, directory / "reference.json")
+    peft_reference(pool)
     config = yaml.safe_load((ROOT / "tests" / "configs" / "lora.yaml").read_text())
     config["models"][0]["adapters"][0]["source"] = {"path": str(static)}
     config["adapters_dir"] = str(adapters)
@@ -77,6 +82,38 @@ def lora_config(_pool: ServerPool, server: Server) -> None:
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     server.config = str(path)
+
+
+def peft_reference(pool: ServerPool) -> Future[dict[str, list[int]]]:
+    """transformers + PEFT's greedy tokens with the lora server's ``static`` adapter and without (``reference.json``
+    in its directory), computed once, in a thread started with the server's boot: they take ~8 s of CPU, mostly on
+    the core the boot's imports leave idle."""
+
+    def start() -> Future[dict[str, list[int]]]:
+        import bentoml
+
+        from tests.lora_adapter import reference
+
+        directory = pool.directory / "lora"
+        base = Path(bentoml.models.get(CHAT_MODEL).path)
+        answers: Future[dict[str, list[int]]] = Future()
+
+        def run() -> None:
+            try:
+                answers.set_result(reference(base, directory / "adapters" / "static", directory / "reference.json"))
+            except BaseException as exc:
+                answers.set_exception(exc)
+
+        threading.Thread(target=run, name="peft-reference", daemon=True).start()
+        return answers
+
+    answers: Future[dict[str, list[int]]] = pool.resource("peft-reference", start, lambda answers: answers.exception())
+    return answers
+
+
+def lora_restart(pool: ServerPool, server: Server) -> None:
+    """The lora server's second life (its restart): the same config, so the same data dir and run-time adapters."""
+    server.config = pool.started["lora"].server.config
 
 
 def admin_key(_pool: ServerPool, _directory: Path) -> dict[str, str]:
@@ -167,4 +204,5 @@ SPECS = [
     ),
     ServerSpec("bento", ("bento_server", "worker_victim"), build=built_bento, settle=serves_again),
     ServerSpec("lora", ("lora_server",), build=lora_config, env=admin_key),
+    ServerSpec("lora-again", ("lora_again",), build=lora_restart, env=admin_key, key_group="lora", after="lora"),
 ]

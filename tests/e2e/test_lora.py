@@ -1,22 +1,27 @@
 """LoRA adapters served as models, on a real engine (``tests/configs/lora.yaml``): the config's adapter answers as
 transformers + PEFT do on the same weights, through chat (streamed), Responses and completions; run-time loading
-and unloading with vLLM's routes, for admin keys only; bad adapters and paths are 400s and the base keeps serving.
+and unloading with vLLM's routes, for admin keys only; bad adapters and paths are 400s and the base keeps serving;
+after a graceful restart, the adapters loaded at run time are served again, and those unloaded are not.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
+from tests.e2e.pool import ServerPool
 from tests.e2e.server import Server
-from tests.e2e.servers import ADMIN_KEY, CHAT_MODEL
+from tests.e2e.servers import ADMIN_KEY, CHAT_MODEL, peft_reference
 from tests.lora_adapter import QUESTION, REFERENCE_TOKENS
 
 ADAPTER = "smollm2-lora"
+KEPT, DROPPED = "kept-lora", "dropped-lora"  # loaded at run time before the restart; the second unloaded again
 MESSAGES: list[Any] = [{"role": "user", "content": QUESTION}]
 
 
@@ -26,12 +31,12 @@ def lora_client(lora_server: Server) -> openai.OpenAI:
 
 
 @pytest.fixture(scope="module")
-def reference(lora_server: Server) -> dict[str, str]:
-    """PEFT's greedy answers (made at the server's boot), as text."""
+def reference(pool: ServerPool, lora_server: Server) -> dict[str, str]:
+    """PEFT's greedy answers (computed while the server booted), as text."""
     import bentoml
     from transformers import AutoTokenizer
 
-    tokens = json.loads((lora_server.log_path.parent / "reference.json").read_text())
+    tokens = peft_reference(pool).result(timeout=600)
     tokenizer = AutoTokenizer.from_pretrained(bentoml.models.get(CHAT_MODEL).path)
     return {name: tokenizer.decode(ids, skip_special_tokens=True) for name, ids in tokens.items()}
 
@@ -149,3 +154,45 @@ def test_load_serve_and_unload_at_run_time(
 def test_the_adapter_has_its_own_metrics(lora_server: Server) -> None:
     text = httpx.get(f"{lora_server.base_url}/metrics", timeout=30).text
     assert f'model="{ADAPTER}"' in text and f'model="{CHAT_MODEL}"' in text
+
+
+@dataclass(frozen=True)
+class BeforeRestart:
+    kept_answer: tuple[str, int]  # the adapter loaded at run time, its greedy answer before the restart
+    state_file: Path  # the run-time adapters' list, in the config's data dir (both lives')
+
+
+@pytest.fixture(scope="module")
+def before_restart(lora_server: Server, lora_client: openai.OpenAI, reference: dict[str, str]) -> BeforeRestart:
+    """Two adapters loaded at run time (other weights than the config's), one unloaded again, then a graceful stop."""
+    for name in (KEPT, DROPPED):
+        loaded = admin(lora_server, "load_lora_adapter", {"lora_name": name, "lora_path": "other"})
+        assert loaded.status_code == 200, loaded.text
+    assert admin(lora_server, "unload_lora_adapter", {"lora_name": DROPPED}).status_code == 200
+    kept_answer = chat(lora_client, KEPT)
+    assert kept_answer[0] not in (reference["adapter"], reference["base"]), "other weights, another answer"
+    lora_server.stop()  # SIGTERM, then the whole tree's exit
+    assert not lora_server.killed, f"processes of the server left running after SIGTERM: {lora_server.killed}"
+    return BeforeRestart(kept_answer, lora_server.log_path.parent / "lora_adapters.json")
+
+
+@pytest.fixture(scope="module")
+def lora_again(pool: ServerPool, before_restart: BeforeRestart) -> Server:
+    """A new server on the same config and data dir, booted once the first has exited (``servers.lora_restart``)."""
+    return pool.get("lora-again")
+
+
+@pytest.mark.ends_server
+def test_adapters_loaded_at_run_time_are_served_again_after_a_restart(
+    lora_again: Server, before_restart: BeforeRestart
+) -> None:
+    client = openai.OpenAI(base_url=f"{lora_again.base_url}/v1", api_key=lora_again.api_key, max_retries=0)
+    models = {model.id: model.model_dump() for model in client.models.list()}
+    assert models[KEPT]["parent"] == CHAT_MODEL and models[KEPT]["root"] == CHAT_MODEL
+    assert ADAPTER in models and DROPPED not in models
+    assert chat(client, KEPT) == before_restart.kept_answer
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=DROPPED, messages=MESSAGES, max_tokens=1)
+    assert json.loads(before_restart.state_file.read_text()) == [
+        {"lora_name": KEPT, "lora_path": "other", "base_model": CHAT_MODEL}
+    ]

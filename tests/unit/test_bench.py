@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import edge, layer, report
+from benchmarks import edge, layer, lora, report
 from benchmarks.loadgen import LoadSpec, RequestSample, RunResult, percentile, summarize
 from benchmarks.run import Plan
 from benchmarks.servers import ManagedServer, bentoml_serve, chat_model, chat_only_config, engine_flags, running
@@ -151,3 +151,23 @@ def test_bentoml_serve_runs_from_the_given_tree(tmp_path: Path) -> None:
     assert server.cwd == tmp_path
     assert server.command[-4:] == ["--working-dir", str(tmp_path), "--arg", f"config={tmp_path}/configs/default.yaml"]
     assert (server.log_path, server.env) == (tmp_path / "before.log", {"BENTO_OAI_API_KEYS": "key"})
+
+
+def test_lora_benchmark_serves_four_adapters_on_the_chat_model_and_rates_them_per_round(tmp_path: Path) -> None:
+    plain = chat_only_config("configs/default.yaml", tmp_path)
+    adapters = [tmp_path / f"adapter-{n}" for n in range(4)]
+    config = load_config(lora.lora_config(plain, adapters, tmp_path, "float32"))
+    (model,) = config.models
+    assert model.engine == {**load_config(plain).models[0].engine, **model.engine} and model.lora
+    assert (
+        model.engine["max_loras"] == 4
+        and model.engine["dtype"] == "float32"
+        and model.adapter_ids == ["lora-0", "lora-1", "lora-2", "lora-3"]
+    )
+    assert [adapter.source.path for adapter in model.adapters] == [str(path) for path in adapters]
+    sample = RequestSample(latency=1.0, ttft=0.1, itls=[0.1], output_tokens=8, usage_reported=True)
+    runs = {"base": [run(1.0, sample), run(2.0, sample)], "adapters": [run(2.0, sample), run(2.0, sample)]}
+    runs["lora-base"] = [run(1.0, sample), run(1.0, sample)]
+    table = lora.render(runs)
+    assert "adapters / base: 0.750x (by round: 0.500, 1.000)" in table  # the median of the rounds' own ratios
+    assert "adapters / lora-base: 0.500x" in table

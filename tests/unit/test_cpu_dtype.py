@@ -109,6 +109,15 @@ def test_auto_is_vllms_own_on_gpu_and_float32_for_an_embedding_model(monkeypatch
     assert cpu_dtype.resolve_dtype("embed", "/models/embed", {"dtype": "auto"}, "pooling", on_cpu=True) == "float32"
 
 
+def test_auto_with_lora_is_float32_without_a_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_dtype, "recorded_dtype", lambda *args: pytest.fail("no bf16 engine with LoRA"))
+    engine = {"dtype": "auto", "enable_lora": True, "max_loras": 4}
+    assert cpu_dtype.resolve_dtype("chat", "/models/chat", engine, "generate", on_cpu=True) == "float32"
+    assert cpu_dtype.resolve_dtype(
+        "chat", "/models/chat", {**engine, "dtype": "bfloat16"}, "generate", on_cpu=True
+    ) == ("bfloat16")  # forced: the config's own choice
+
+
 def test_a_failed_check_run_reports_its_exception_not_the_shutdown_noise_after_it() -> None:
     from engines.dtype_check import cause
 

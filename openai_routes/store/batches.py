@@ -1,32 +1,30 @@
-"""``BatchStore``: batches (``/v1/batches``) and their request lines, and the claims that share their work between
-the workers and replicas of one database.
+"""``BatchStore``: batches (``/v1/batches``) as their owners see them, and the claims that share their work between
+the workers and replicas of one database (their lines are ``batch_lines.py``'s).
 
 A batch's wire object is kept whole in ``batches.batch`` (its request counts are read live from its lines while it
-runs). Work is claimed with leases: a worker claims a batch to validate or finalize it, or lines to run, by one
-``UPDATE ... WHERE <claimable> RETURNING`` whose candidates are chosen ``FOR UPDATE SKIP LOCKED`` on PostgreSQL
-(two replicas never take the same row; SQLite has one writer at a time). A claim lasts ``lease`` seconds and the
-claimant renews it while it works, so a worker that dies (SIGKILL) leaves its claims to the others once they lapse.
-A line's result is written only by the worker that holds it (``worker`` and ``status = running``): a line that was
-taken over, cancelled or expired meanwhile keeps the one result it has.
+runs). A worker claims a batch to validate, cancel, expire or finalize it by one ``UPDATE ... WHERE <claimable>
+RETURNING`` whose candidate is chosen ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; a claim lasts ``lease`` seconds and
+its holder renews it (and its lines' leases) while it works, so a worker that dies (SIGKILL) leaves its claims to
+the others once they lapse, and one that stops gives them back at once (``release``).
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterable, AsyncIterator, Collection
+from collections.abc import AsyncIterable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, case, delete, exists, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from openai_routes.store.batch_lines import LineDraft, line_counts
 from openai_routes.store.pages import PageQuery, now, page
 from openai_routes.store.tables import BATCH_LINES, BATCHES
 
 BATCH = BATCHES.c
 LINE = BATCH_LINES.c
 LIVE = ("validating", "in_progress", "finalizing", "cancelling")  # request counts read from the lines
-RESULT_PAGE = 500  # lines read at once when the result files are written
 INSERT_PAGE = 1000  # lines inserted at once when a batch starts
 
 
@@ -38,25 +36,6 @@ class Claimed:
     owner: str
     status: str
     batch: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class LineDraft:
-    line: int  # 1-based, in the input file
-    custom_id: str
-    model: str | None
-    body: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ClaimedLine:
-    seq: int
-    batch_id: str
-    owner: str
-    endpoint: str
-    custom_id: str
-    body: dict[str, Any]
-    attempts: int  # this claim included
 
 
 class UnknownBatchCursor(LookupError):
@@ -198,102 +177,6 @@ class BatchStore:
                 .values(status="pending", worker=None, lease_until=0)
             )
 
-    async def claim_lines(
-        self, worker: str, lease: int, limit: int, full: Collection[str]
-    ) -> builtins.list[ClaimedLine]:
-        """Up to ``limit`` lines of ``in_progress`` batches (oldest batch first, in line order), pending or left by a
-        worker whose lease lapsed, naming none of the ``full`` models."""
-        moment = now()
-        free = or_(LINE.status == "pending", and_(LINE.status == "running", LINE.lease_until < moment))
-        running = select(BATCH.id).where(BATCH.status == "in_progress", BATCH.deadline > moment)
-        condition = and_(free, LINE.batch_id.in_(running))
-        if full:
-            condition = and_(condition, or_(LINE.model.is_(None), LINE.model.not_in(list(full))))
-        chosen = select(LINE.seq).where(condition).order_by(LINE.seq).limit(limit).with_for_update(skip_locked=True)
-        async with self.engine.begin() as connection:
-            rows = (
-                await connection.execute(
-                    update(BATCH_LINES)
-                    .where(LINE.seq.in_(chosen), free)
-                    .values(status="running", worker=worker, lease_until=moment + lease, attempts=LINE.attempts + 1)
-                    .returning(LINE.seq, LINE.batch_id, LINE.custom_id, LINE.body, LINE.attempts)
-                )
-            ).all()
-            if not rows:
-                return []
-            batches = {
-                id: (owner, batch["endpoint"])
-                for id, owner, batch in await connection.execute(
-                    select(BATCH.id, BATCH.owner, BATCH.batch).where(BATCH.id.in_({row.batch_id for row in rows}))
-                )
-            }
-        return sorted(
-            (ClaimedLine(row.seq, row.batch_id, *batches[row.batch_id], row.custom_id, row.body, row.attempts)
-             for row in rows),
-            key=lambda line: line.seq,
-        )  # fmt: skip
-
-    async def finish_line(self, line: ClaimedLine, worker: str, result: dict[str, Any], failed: bool) -> bool:
-        """Record a line's output (or error) line; False (nothing written) when ``worker`` no longer holds it."""
-        async with self.engine.begin() as connection:
-            written = await connection.execute(
-                update(BATCH_LINES)
-                .where(LINE.seq == line.seq, LINE.worker == worker, LINE.status == "running")
-                .values(status="done", result=result, failed=failed)  # the worker stays: who ran it
-            )
-        return written.rowcount > 0
-
-    async def put_back(self, line: ClaimedLine, worker: str) -> None:
-        """A line that could not run now (the server drains) is pending again, for any worker."""
-        async with self.engine.begin() as connection:
-            await connection.execute(
-                update(BATCH_LINES)
-                .where(LINE.seq == line.seq, LINE.worker == worker, LINE.status == "running")
-                .values(status="pending", worker=None, lease_until=0, attempts=LINE.attempts - 1)
-            )
-
-    async def close_lines(self, batch_id: str, error: dict[str, str]) -> int:
-        """Every line of the batch not done yet is done, failed with ``error`` (expired or cancelled); how many."""
-        async with self.engine.begin() as connection:
-            undone = (
-                await connection.execute(
-                    select(LINE.seq, LINE.custom_id).where(LINE.batch_id == batch_id, LINE.status != "done")
-                )
-            ).all()
-            for seq, custom_id in undone:
-                result = {"custom_id": custom_id, "response": None, "error": error}
-                await connection.execute(
-                    update(BATCH_LINES)
-                    .where(LINE.seq == seq, LINE.status != "done")
-                    .values(status="done", failed=True, worker=None, result=result)
-                )
-        return len(undone)
-
-    async def results(self, batch_id: str, failed: bool) -> AsyncIterator[dict[str, Any]]:
-        """The output (or error) lines of a batch, in input order, read a page at a time."""
-        after = 0
-        while True:
-            async with self.engine.connect() as connection:
-                rows = (
-                    await connection.execute(
-                        select(LINE.seq, LINE.result)
-                        .where(
-                            LINE.batch_id == batch_id, LINE.status == "done", LINE.failed == failed, LINE.seq > after
-                        )
-                        .order_by(LINE.seq)
-                        .limit(RESULT_PAGE)
-                    )
-                ).all()
-            for row in rows:
-                yield row.result
-            if len(rows) < RESULT_PAGE:
-                return
-            after = rows[-1].seq
-
-    async def counts(self, batch_id: str) -> dict[str, int]:
-        async with self.engine.connect() as connection:
-            return await _counts(connection, batch_id)
-
     async def statuses(self, batch_ids: Collection[str]) -> dict[str, str]:
         """The status of each batch (one that is gone, purged, is missing)."""
         async with self.engine.connect() as connection:
@@ -312,21 +195,7 @@ def _visible(batch_id: str, owner: str) -> ColumnElement[bool]:
     return and_(BATCH.id == batch_id, BATCH.owner == owner, BATCH.expires_at > now())
 
 
-async def _counts(connection: Any, batch_id: str) -> dict[str, int]:
-    failed = case((and_(LINE.status == "done", LINE.failed), 1), else_=0)
-    completed = case((and_(LINE.status == "done", ~LINE.failed), 1), else_=0)
-    row: Row[Any] = (
-        await connection.execute(
-            select(func.count(), func.coalesce(func.sum(completed), 0), func.coalesce(func.sum(failed), 0)).where(
-                LINE.batch_id == batch_id
-            )
-        )
-    ).one()
-    total, done, failures = (int(value) for value in row)
-    return {"total": total, "completed": done, "failed": failures}
-
-
 async def _with_counts(connection: Any, batch: dict[str, Any]) -> dict[str, Any]:
     if batch["status"] not in LIVE or batch["status"] == "validating":
         return batch
-    return {**batch, "request_counts": await _counts(connection, batch["id"])}
+    return {**batch, "request_counts": await line_counts(connection, batch["id"])}

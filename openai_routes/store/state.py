@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from openai_routes.core.limits import MAX_BATCH_LINES, MAX_FILE_BYTES
+from openai_routes.store.batch_lines import BatchLines
 from openai_routes.store.batches import BatchStore
 from openai_routes.store.chat_completions import CompletionStore
 from openai_routes.store.conversations import ConversationStore
@@ -44,6 +45,7 @@ class StateStore:
         )
         self.completions = CompletionStore(engine, ttl=limits.ttl, max_bytes=limits.max_bytes)
         self.batches = BatchStore(engine, ttl=limits.ttl)
+        self.batch_lines = BatchLines(engine)
         self.files = FileStore(
             engine, ttl=limits.ttl, max_file_bytes=limits.max_file_bytes, max_batch_lines=limits.max_batch_lines
         )

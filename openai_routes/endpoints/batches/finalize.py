@@ -85,7 +85,7 @@ class Finalizer:
         await self.store.start(claimed, self.worker, lines, in_progress_at=now(), model=model, request_counts=counts)
 
     async def close(self, claimed: Claimed, error: dict[str, str], status: str, stamp: str) -> None:
-        closed = await self.store.close_lines(claimed.id, error)
+        closed = await self.state.batch_lines.close_lines(claimed.id, error)
         if closed:
             self.metrics.batch_lines.labels(status=status).inc(closed)
         await self.finish(claimed, status, stamp)
@@ -96,12 +96,12 @@ class Finalizer:
         errors = await self.write(claimed, failed=True, usage=None)
         await self.store.update(
             claimed, self.worker, release=True, status=status, output_file_id=output, error_file_id=errors,
-            request_counts=await self.store.counts(claimed.id), usage=usage.wire(), **{stamp: now()},
+            request_counts=await self.state.batch_lines.counts(claimed.id), usage=usage.wire(), **{stamp: now()},
         )  # fmt: skip
 
     async def write(self, claimed: Claimed, failed: bool, usage: Usage | None) -> str | None:
         """The output (or error) file of the batch; None when it would be empty."""
-        results = self.store.results(claimed.id, failed)
+        results = self.state.batch_lines.results(claimed.id, failed)
         first = await anext(results, None)
         if first is None:
             return None

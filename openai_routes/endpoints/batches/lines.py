@@ -15,7 +15,7 @@ from typing import Any
 import pydantic_core
 
 from openai_routes.endpoints.batches.protocol import BatchError
-from openai_routes.store.batches import LineDraft
+from openai_routes.store.batch_lines import LineDraft
 
 MAX_ERRORS = 100
 

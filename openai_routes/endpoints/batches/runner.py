@@ -32,7 +32,8 @@ from openai_routes.endpoints.batches.dispatch import Answer, call
 from openai_routes.endpoints.batches.finalize import Finalizer
 from openai_routes.server.admission import Gates
 from openai_routes.server.guard import Drain
-from openai_routes.store.batches import BatchStore, ClaimedLine
+from openai_routes.store.batch_lines import ClaimedLine
+from openai_routes.store.batches import BatchStore
 from openai_routes.store.book import ResponseBook
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ class BatchRunner:
         wanted = min(self.limits.lines_in_flight - len(self.lines), max(room, 1))
         if wanted < 1:
             return False
-        claimed = await self.store.claim_lines(self.worker, self.limits.lease, wanted, full)
+        claimed = await self.book.state.batch_lines.claim_lines(self.worker, self.limits.lease, wanted, full)
         for line in claimed:
             abort = asyncio.Event()
             self.lines[line.seq] = (line, abort, asyncio.create_task(self.run_line(line, abort)))
@@ -150,7 +151,7 @@ class BatchRunner:
             if answer.status == 0:  # aborted: the batch's finalizer records the line (cancelled, expired)
                 return
             if answer.status in RETRY_LATER and line.attempts < MAX_ATTEMPTS:
-                await self.store.put_back(line, self.worker)
+                await self.book.state.batch_lines.put_back(line, self.worker)
                 return
             failed = answer.status >= 400
             result = {
@@ -158,12 +159,12 @@ class BatchRunner:
                 "response": {"status_code": answer.status, "request_id": request_id, "body": answer.body},
                 "error": None,
             }  # fmt: skip
-            if await self.store.finish_line(line, self.worker, result, failed):
+            if await self.book.state.batch_lines.finish_line(line, self.worker, result, failed):
                 self.metrics.batch_lines.labels(status="failed" if failed else "completed").inc()
         except Exception:
             logger.exception("a batch line failed to run; it goes back to pending")
             with contextlib.suppress(Exception):
-                await self.store.put_back(line, self.worker)
+                await self.book.state.batch_lines.put_back(line, self.worker)
         finally:
             self.metrics.batch_lines_in_flight.dec()
             self.lines.pop(line.seq, None)

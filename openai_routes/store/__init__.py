@@ -1,10 +1,9 @@
 """The durable store of the state APIs: stored responses (their input items and chains), conversations and their
-items, stored chat completions, files.
+items, stored chat completions, files, batches and their lines.
 
 ``StateStore`` (``state.py``) opens the one database and holds a store per API (``responses.py``,
 ``conversations.py``, ``chat_completions.py``, ``files.py``, ``batches.py`` and ``batch_lines.py``); every query is
-scoped to the caller's
-key and to unexpired records.
+scoped to the caller's key and to unexpired records.
 The database is SQLite (aiosqlite, WAL) for one replica or PostgreSQL (asyncpg) shared by several; its schema comes
 only from the Alembic migrations in ``migrations/``, run by ``StateStore.open``.
 """

@@ -57,6 +57,7 @@ def build(target: Path) -> None:
     config = Idefics3Config(
         vision_config=vision,
         text_config=text,
+        pad_token_id=tokenizer.pad_token_id,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         scale_factor=2,
         tie_word_embeddings=True,

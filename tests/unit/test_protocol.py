@@ -9,9 +9,9 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from openai_routes.core.engine import SamplingOptions
+from openai_routes.core.errors import is_discriminator_tag
 from openai_routes.endpoints.completions.protocol import CompletionRequest
 from openai_routes.endpoints.embeddings.protocol import EmbeddingCreateParams
-from openai_routes.core.errors import is_discriminator_tag
 from openai_routes.protocol.chat import ChatCompletionRequest, ChatMessage
 from tests.unit.test_errors import error_for
 

@@ -67,7 +67,8 @@ class ModelImages:
             chat_template_kwargs={**(kwargs or {}), "tools": tools, "add_generation_prompt": True},
         )
         try:
-            _, prompts = await self._llm.renderer.render_chat_async([with_images(messages, images)], params)
+            conversation: Any = with_images(messages, images)  # vLLM's message TypedDicts, as its server passes
+            _, prompts = await self._llm.renderer.render_chat_async([conversation], params)
         except EngineInputError:
             raise
         except Exception as exc:  # the processor's and the template's refusals: the request's images or messages

@@ -86,7 +86,7 @@ async def image_bytes(found: FoundImage, media: MediaAccess) -> bytes:
         if url.startswith(("http://", "https://")):
             return (await fetch_image(url, FetchPolicy.from_limits(limits)))[0]
     except ImageRefused as exc:
-        raise APIError(400, "invalid_request_error", exc.message, param=found.param, code=exc.code) from None
+        raise bad_request(exc.message, found.param, exc.code) from None
     raise bad_request("An image URL must be a data URL or an http(s) URL.", found.param)
 
 
@@ -96,8 +96,9 @@ async def file_bytes(file_id: str, param: str, media: MediaAccess) -> bytes:
     try:
         return await media.read_file(file_id, media.limits.max_image_bytes)
     except LookupError:
-        raise APIError(404, "invalid_request_error", "No such file: the 'file_id' names none of yours.",
-                       param=param, code="file_not_found") from None  # fmt: skip
+        raise APIError(
+            404, "No such file: the 'file_id' names none of yours.", param=param, code="file_not_found"
+        ) from None
     except ValueError as exc:  # over the byte cap
         raise bad_request(str(exc), param) from None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Any
 
 import openai
 import pytest
@@ -25,9 +26,9 @@ def vision(pool: ServerPool) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0)
 
 
-def png(width: int, height: int, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+def png(width: int, height: int, color: tuple[int, int, int] = (200, 30, 30), format: str = "PNG") -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, "PNG")
+    Image.new("RGB", (width, height), color).save(buffer, format)
     return buffer.getvalue()
 
 
@@ -41,9 +42,8 @@ def image_part(url: str, detail: str = "auto") -> dict[str, object]:
 
 def ask(client: openai.OpenAI, *images: str, model: str = VLM) -> int:
     content = [*(image_part(url) for url in images), {"type": "text", "text": "What is this?"}]
-    reply = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": content}], max_tokens=4, temperature=0
-    )
+    messages: Any = [{"role": "user", "content": content}]
+    reply = client.chat.completions.create(model=model, messages=messages, max_tokens=4, temperature=0)
     assert reply.usage is not None and reply.choices[0].finish_reason in ("stop", "length")
     return reply.usage.prompt_tokens
 
@@ -59,9 +59,9 @@ def test_an_image_costs_the_engines_image_tokens(vision: openai.OpenAI) -> None:
 
 
 def test_streaming_and_n_with_an_image(vision: openai.OpenAI) -> None:
-    content = [image_part(data_url(png(64, 64))), {"type": "text", "text": "Describe"}]
+    messages: Any = [{"role": "user", "content": [image_part(data_url(png(64, 64))), {"type": "text", "text": "Hi"}]}]
     stream = vision.chat.completions.create(
-        model=VLM, messages=[{"role": "user", "content": content}], max_tokens=4, n=2, stream=True,
+        model=VLM, messages=messages, max_tokens=4, n=2, stream=True,
         stream_options={"include_usage": True},
     )  # fmt: skip
     chunks = list(stream)
@@ -71,9 +71,9 @@ def test_streaming_and_n_with_an_image(vision: openai.OpenAI) -> None:
 
 
 def test_json_mode_with_an_image(vision: openai.OpenAI) -> None:
-    content = [image_part(data_url(png(64, 64))), {"type": "text", "text": "JSON please"}]
+    messages: Any = [{"role": "user", "content": [image_part(data_url(png(64, 64))), {"type": "text", "text": "JSON"}]}]
     reply = vision.chat.completions.create(
-        model=VLM, messages=[{"role": "user", "content": content}], max_tokens=12,
+        model=VLM, messages=messages, max_tokens=12,
         response_format={"type": "json_object"},
     )  # fmt: skip
     assert reply.choices[0].message.content is not None
@@ -105,8 +105,9 @@ def test_tokenize_counts_the_images(vision: openai.OpenAI) -> None:
 
 
 def bad_request(client: openai.OpenAI, content: list[dict[str, object]], model: str = VLM) -> openai.BadRequestError:
+    messages: Any = [{"role": "user", "content": content}]
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model=model, messages=[{"role": "user", "content": content}], max_tokens=2)
+        client.chat.completions.create(model=model, messages=messages, max_tokens=2)
     return caught.value
 
 
@@ -118,7 +119,7 @@ def bad_request(client: openai.OpenAI, content: list[dict[str, object]], model: 
             "messages[0].content[1].image_url",
         ),
         ([image_part(data_url(png(1001, 1000)))], "messages[0].content[0].image_url"),
-        ([image_part(data_url(b"BM" + b"\x00" * 64, "image/bmp"))], "messages[0].content[0].image_url"),
+        ([image_part(data_url(png(8, 8, format="BMP"), "image/bmp"))], "messages[0].content[0].image_url"),
         ([image_part(data_url(png(8, 8)))] * 4, "messages[0].content[3].image_url"),
     ],
     ids=["undecodable", "too-many-pixels", "unsupported-format", "too-many-images"],

@@ -24,6 +24,7 @@ from bentoml.exceptions import NotFound
 NAME = "tiny-vlm"
 BASE = "smollm2-135m-instruct"  # whose tokenizer and chat template it reuses (scripts/import_models.py)
 SEED = 28
+RECIPE = "2"  # bumped when the recipe changes: a store's older tiny-vlm is then built again
 TILE = 64  # the vision tower's input side: 4 x 4 patches of 16 pixels, 4 image tokens after the pixel shuffle
 TILES = 4  # an image is scaled to TILES x TILE pixels on its long side and cut into tiles of TILE (plus the whole)
 IMAGE_TOKENS = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"] + [
@@ -50,8 +51,9 @@ def build(target: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(base)
     tokenizer.add_special_tokens({"additional_special_tokens": IMAGE_TOKENS})
     text = LlamaConfig.from_pretrained(base).to_dict()
-    text.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, head_dim=16, vocab_size=(len(tokenizer) + 63) // 64 * 64)  # fmt: skip
+    # head_dim 64: vLLM's CPU attention kernels take 32, 64, 80, ... but not 16
+    text.update(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                num_key_value_heads=1, head_dim=64, vocab_size=(len(tokenizer) + 63) // 64 * 64)  # fmt: skip
     vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
               "image_size": TILE, "patch_size": 16}  # fmt: skip
     config = Idefics3Config(
@@ -75,13 +77,19 @@ def build(target: Path) -> None:
 
 def main() -> None:
     try:
-        say(f"already in the store as {bentoml.models.get(NAME).tag}")
-        return
+        found = bentoml.models.get(NAME)
+        if found.info.labels.get("recipe") == RECIPE:
+            say(f"already in the store as {found.tag}")
+            return
+        say(f"{found.tag} was built by an older recipe: building it again")
+        bentoml.models.delete(NAME)
     except NotFound:
         pass
     started = time.monotonic()
     description = f"a tiny random Qwen2-VL (seed {SEED}) with {BASE}'s tokenizer, for tests"
-    with bentoml.models.create(NAME, labels={"source": "built"}, metadata={"description": description}) as model:
+    with bentoml.models.create(
+        NAME, labels={"source": "built", "recipe": RECIPE}, metadata={"description": description}
+    ) as model:
         build(Path(model.path))
     say(f"saved as {model.tag} in {time.monotonic() - started:.0f} s")
 

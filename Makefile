@@ -17,7 +17,7 @@ BENCH_ARGS ?=
 ADAPTER ?=
 ADAPTER_NAME ?=
 
-.PHONY: install models browser serve build container container-tools test test-stress test-container unit e2e lint format bench clean
+.PHONY: install models tiny-vlm browser serve build container container-tools test test-stress test-container unit e2e lint format bench clean
 .DEFAULT_GOAL := serve
 
 $(BIN)/python:
@@ -36,12 +36,19 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# Imports the embedded models, then decides `dtype: auto` for CONFIG's models on this machine (once: recorded).
+# Imports the embedded models, builds the tests' tiny vision model, then decides `dtype: auto` for CONFIG's models on
+# this machine (once: recorded).
 # ADAPTER=dir [ADAPTER_NAME=name]: also a LoRA adapter from a PEFT directory, as a BentoML model (README, "LoRA adapters").
 models: install
 	@$(BIN)/python scripts/import_models.py
+	@$(BIN)/python scripts/tiny_vlm.py
 	@$(BIN)/python scripts/decide_dtype.py $(CONFIG)
 	@if [ -n "$(ADAPTER)" ]; then $(BIN)/python scripts/import_adapter.py "$(ADAPTER)" $(if $(ADAPTER_NAME),--name "$(ADAPTER_NAME)"); fi
+
+# A tiny random vision-language model (Idefics3, SmolLM2's tokenizer) in the BentoML store as `tiny-vlm`, for tests.
+tiny-vlm: install
+	@$(BIN)/python scripts/import_models.py smollm2-135m-instruct
+	@$(BIN)/python scripts/tiny_vlm.py
 
 .secrets/api-key:
 	@mkdir -p .secrets

@@ -63,9 +63,19 @@ metrics = ServerMetrics()
 book = ResponseBook(stale_after=CONFIG.limits.request_timeout + 60)
 batch_runner = BatchRunner(book, registry, CONFIG.batches, metrics, drain)
 app = create_app(
-    registry, keyring, CONFIG.limits, metrics, drain, book, admin=(admin_keys, adapters), batch_runner=batch_runner
+    registry,
+    keyring,
+    CONFIG.limits,
+    metrics,
+    drain,
+    book,
+    admin=(admin_keys, adapters),
+    batch_runner=batch_runner,
+    media=CONFIG.media,
 )
-root_app = create_root_app(registry, keyring, CONFIG.limits, drain, playground_page=CONFIG.playground)
+root_app = create_root_app(
+    registry, keyring, CONFIG.limits, drain, playground_page=CONFIG.playground, media=CONFIG.media
+)
 
 
 def model_attribute(index: int) -> str:

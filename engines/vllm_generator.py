@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from engines.vllm_engine import VLLMEngine
 from engines.vllm_errors import translate
+from engines.vllm_images import ModelImages
 from engines.vllm_output import ModelParsers
 from engines.vllm_sampling import checked_defaults, sampling_params
 from engines.vllm_steps import StepReader
@@ -26,8 +27,10 @@ from openai_routes.core.engine import (
     EngineFailedError,
     EngineUnavailableError,
     GenerationStep,
+    ImageInput,
     ModelCapabilities,
     OutputReader,
+    RenderedPrompt,
     SamplingOptions,
 )
 
@@ -56,6 +59,7 @@ class VLLMGenerator(VLLMEngine):
         self._by_priority = llm.vllm_config.scheduler_config.policy == "priority"
         self._defaults = checked_defaults(llm.model_config, generation_defaults)
         self._chat = ChatTemplate(self._tokens, chat_template)
+        self._images = ModelImages(llm, chat_template)
         self._parsers = ModelParsers(self._tokens.tokenizer, tool_call_parser, reasoning_parser)
         self._steps = StepReader(self._tokens.decode_now)
         renders_tools = self._chat.renders_tools()
@@ -66,6 +70,7 @@ class VLLMGenerator(VLLMEngine):
             reasoning_parser=self._parsers.reasoning,
             renders_tools=renders_tools,
             sampling_defaults=self._defaults,
+            max_images=self._images.limit,
         )
 
     def with_adapter(self, adapter: LoRARequest) -> VLLMGenerator:
@@ -87,8 +92,11 @@ class VLLMGenerator(VLLMEngine):
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None = None,
         template_kwargs: dict[str, Any] | None = None,
-    ) -> list[int]:
-        return await self._tokens.off_loop(self._chat.render, messages, tools, template_kwargs)
+        images: Sequence[ImageInput] = (),
+    ) -> RenderedPrompt:
+        if images:
+            return await self._images.render(messages, tools, template_kwargs, images)
+        return RenderedPrompt(await self._tokens.off_loop(self._chat.render, messages, tools, template_kwargs))
 
     async def decode(self, token_ids: Sequence[int]) -> str:
         return await self._tokens.decode(token_ids)
@@ -105,15 +113,15 @@ class VLLMGenerator(VLLMEngine):
         return self._parsers.count_reasoning_tokens(token_ids)
 
     async def generate(
-        self, prompt_token_ids: list[int], options: SamplingOptions, request_id: str
+        self, prompt_token_ids: list[int], options: SamplingOptions, request_id: str, media: Any = None
     ) -> AsyncGenerator[GenerationStep, None]:
         """Stream deltas. Closing or cancelling this generator closes vLLM's explicitly (``aclosing``), which
-        aborts the request in the engine."""
+        aborts the request in the engine. ``media``: the renderer's processed input of a prompt with images."""
         from vllm.inputs import TokensPrompt
         from vllm.v1.engine.exceptions import EngineDeadError
 
         params = sampling_params(options, self._defaults, self._parsers.skip_special_tokens(options.parsed_tools))
-        prompt = TokensPrompt(prompt_token_ids=prompt_token_ids)
+        prompt = media if media is not None else TokensPrompt(prompt_token_ids=prompt_token_ids)
         try:
             priority = current().priority if self._by_priority else 0
             generated = self._llm.generate(prompt, params, request_id, lora_request=self._adapter, priority=priority)

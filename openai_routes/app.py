@@ -32,7 +32,7 @@ from fastapi import FastAPI
 
 from openai_routes.core.adapters import AdapterLoader
 from openai_routes.core.errors import install_error_handlers
-from openai_routes.core.limits import FORM_OVERHEAD, Limits
+from openai_routes.core.limits import FORM_OVERHEAD, Limits, MediaLimits
 from openai_routes.core.metrics import ServerMetrics
 from openai_routes.core.registry import ModelRegistry
 from openai_routes.endpoints.batches import router as batches
@@ -64,18 +64,20 @@ def create_app(
     book: ResponseBook,
     admin: tuple[KeyRing, AdapterLoader] | None = None,
     batch_runner: BatchRunner | None = None,
+    media: MediaLimits | None = None,
 ) -> FastAPI:
     """The OpenAI API, mounted at ``/v1``; with ``admin`` (the admin keys and the adapter loader), the admin routes;
-    ``batch_runner`` (started by the service) runs its batches' lines through this app."""
+    ``batch_runner`` (started by the service) runs its batches' lines through this app; ``media``: the images
+    requests may carry (the config's ``media:``)."""
     app = FastAPI(title="bento-oai: OpenAI-compatible API", docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.include_router(models.create_router(registry))
     runs = RunSettings(limits.request_timeout, metrics)
-    app.include_router(chat_completions.create_router(registry, limits, runs, book))
+    app.include_router(chat_completions.create_router(registry, limits, runs, book, media))
     app.include_router(stored_chat_completions.create_router(book))
     app.include_router(completions.create_router(registry, limits, runs))
     app.include_router(embeddings.create_router(registry, limits, metrics))
-    app.include_router(responses.create_router(registry, limits, runs, book))
+    app.include_router(responses.create_router(registry, limits, runs, book, media))
     app.include_router(conversations.create_router(book))
     app.include_router(files.create_router(book))
     app.include_router(batches.create_router(book))
@@ -92,7 +94,13 @@ def create_app(
 
 
 def create_root_app(
-    registry: ModelRegistry, keyring: KeyRing, limits: Limits, drain: Drain, *, playground_page: bool = True
+    registry: ModelRegistry,
+    keyring: KeyRing,
+    limits: Limits,
+    drain: Drain,
+    *,
+    playground_page: bool = True,
+    media: MediaLimits | None = None,
 ) -> FastAPI:
     """The routes served at the server's root, mounted at ``/``: BentoML hands it only the paths it routes.
 
@@ -101,7 +109,7 @@ def create_root_app(
     """
     app = FastAPI(title="bento-oai: root routes", docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
-    app.include_router(tokenize.create_router(registry, limits))
+    app.include_router(tokenize.create_router(registry, limits, media))
     public_paths: frozenset[str] = frozenset()
     if playground_page:
         app.include_router(playground.create_router(keyring))

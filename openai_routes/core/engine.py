@@ -94,6 +94,26 @@ class ModelCapabilities:
     renders_tools: bool = True  # its chat template writes the ``tools`` it is given into the prompt
     # what a request that leaves a sampling field unset gets (generation_config.json under the config's overrides)
     sampling_defaults: Mapping[str, float | int] = field(default_factory=dict, hash=False)
+    max_images: int = 0  # images one prompt may hold (vLLM's limit_mm_per_prompt); 0: it reads no images
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """A decoded image of a prompt: ``image`` is an RGB ``PIL.Image`` (``pipeline.images`` decodes and checks it),
+    ``param`` the request field it came from (named in the engine's errors about it), ``detail`` OpenAI's."""
+
+    image: Any
+    param: str
+    detail: str = "auto"
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """A conversation rendered for the engine: its token ids, image tokens included, and with images the engine's
+    own processed input for them (opaque to the routes: handed back to ``generate``)."""
+
+    token_ids: list[int]
+    media: Any = None
 
 
 @dataclass(frozen=True)
@@ -174,9 +194,11 @@ class GenerateEngine(Engine, Protocol):
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None = None,
         template_kwargs: dict[str, Any] | None = None,
-    ) -> list[int]:
+        images: Sequence[ImageInput] = (),
+    ) -> RenderedPrompt:
         """Apply the model's chat template (with the generation prompt, the tools and the caller's extra template
-        variables) and tokenize."""
+        variables) and tokenize. ``images`` are the ``{"type": "image"}`` parts of the messages' content lists, in
+        order; their tokens are in the prompt (the engine's own count)."""
         ...
 
     def output_reader(
@@ -200,9 +222,10 @@ class GenerateEngine(Engine, Protocol):
         ...
 
     def generate(
-        self, prompt_token_ids: list[int], options: SamplingOptions, request_id: str
+        self, prompt_token_ids: list[int], options: SamplingOptions, request_id: str, media: Any = None
     ) -> AsyncGenerator[GenerationStep, None]:
-        """Stream deltas; closing the iterator early aborts the request in the engine."""
+        """Stream deltas; closing the iterator early aborts the request in the engine. ``media`` is a
+        ``RenderedPrompt``'s, for a prompt with images."""
         ...
 
 

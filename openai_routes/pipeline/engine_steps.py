@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator
+from typing import Any
 
 from openai_routes.core.context import current
 from openai_routes.core.engine import GenerateEngine, GenerationStep, SamplingOptions
@@ -34,10 +35,15 @@ class EngineSteps:
         self._first: list[GenerationStep] = []
 
     async def start(
-        self, engine: GenerateEngine, prompt_token_ids: list[int], options: SamplingOptions, request_id: str
+        self,
+        engine: GenerateEngine,
+        prompt_token_ids: list[int],
+        options: SamplingOptions,
+        request_id: str,
+        media: Any = None,
     ) -> None:
         """Submit the request and wait for its first step, so the engine's refusals raise before any byte."""
-        self._source = engine.generate(prompt_token_ids, options, request_id)
+        self._source = engine.generate(prompt_token_ids, options, request_id, media)
         self._first.append(await self._step())
 
     def __aiter__(self) -> EngineSteps:

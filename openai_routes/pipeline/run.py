@@ -38,10 +38,12 @@ from openai_routes.pipeline.engine_steps import EngineSteps
 
 @dataclass(frozen=True)
 class EngineInput:
-    """One prompt for the engine: its token ids and how to sample it (``options.n`` choices)."""
+    """One prompt for the engine: its token ids, how to sample it (``options.n`` choices), and with images the
+    engine's processed input for them (``RenderedPrompt.media``)."""
 
     prompt_ids: list[int]
     options: SamplingOptions
+    media: Any = None
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ class GenerationRun:
         try:
             results = await asyncio.gather(
                 *(
-                    steps.start(self.engine, prompt.prompt_ids, prompt.options, self.engine_request_id(i))
+                    steps.start(self.engine, prompt.prompt_ids, prompt.options, self.engine_request_id(i), prompt.media)
                     for i, (steps, prompt) in enumerate(zip(self.steps, self.inputs, strict=True))
                 ),
                 return_exceptions=True,

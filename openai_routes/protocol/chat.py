@@ -6,12 +6,15 @@ Reference: https://platform.openai.com/docs/api-reference/chat
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    Discriminator,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
+    Tag,
     ValidationInfo,
     field_validator,
     model_serializer,
@@ -22,7 +25,7 @@ from openai_routes.protocol.common import CompletionUsage, FinishReason, Metadat
 from openai_routes.protocol.tools import ChatCompletionTool, NamedToolChoice, ResponseFormat, ToolChoice
 
 # Content parts OpenAI defines that no model served here reads, and the kind of input each carries.
-UNSUPPORTED_PARTS = {"image_url": "image", "input_audio": "audio", "file": "file"}
+UNSUPPORTED_PARTS = {"input_audio": "audio", "file": "file"}
 
 
 def text_part_only(data: Any, unsupported: dict[str, str]) -> Any:
@@ -35,7 +38,7 @@ def text_part_only(data: Any, unsupported: dict[str, str]) -> Any:
 
 
 class TextPart(OpenAIModel):
-    """A text content part; image, audio and file parts are refused here, so ``param`` points at the part."""
+    """A text content part; audio and file parts are refused here, so ``param`` points at the part."""
 
     type: Literal["text"]
     text: str
@@ -44,6 +47,50 @@ class TextPart(OpenAIModel):
     @classmethod
     def _supported(cls, data: Any) -> Any:
         return text_part_only(data, UNSUPPORTED_PARTS)
+
+
+class ImageURL(OpenAIModel):
+    """A data URL (``data:image/png;base64,...``) or an http(s) URL the server fetches (``pipeline.images``)."""
+
+    url: str = Field(min_length=1)
+    detail: Literal["auto", "low", "high"] = "auto"
+
+
+class ImagePart(OpenAIModel):
+    """An image content part. The Responses API's ``input_image`` parts become these too: ``source_param`` is then
+    the request field errors name, and ``file_id`` a file of ``/v1/files`` read for the caller (no URL)."""
+
+    type: Literal["image_url"]
+    image_url: ImageURL
+    _source_param: str | None = PrivateAttr(default=None)
+    _file_id: str | None = PrivateAttr(default=None)
+
+    @classmethod
+    def of(cls, url: str | None, file_id: str | None, detail: str, param: str) -> ImagePart:
+        """A part made by the server (the Responses API's conversion), naming its origin."""
+        part = cls(type="image_url", image_url=ImageURL(url=url or f"file:{file_id}", detail=detail))  # type: ignore[arg-type]
+        part._source_param = param
+        part._file_id = file_id if url is None else None
+        return part
+
+    @property
+    def source_param(self) -> str | None:
+        return self._source_param
+
+    @property
+    def file_id(self) -> str | None:
+        return self._file_id
+
+
+def part_type(part: Any) -> Any:
+    return part.get("type") if isinstance(part, dict) else getattr(part, "type", None)
+
+
+# Tagged ``<type>`` so an error's param skips the tag (errors.is_discriminator_tag): ``messages[0].content[1]``.
+ContentPart = Annotated[
+    Annotated[TextPart, Tag("<text>")] | Annotated[ImagePart, Tag("<image_url>")],
+    Discriminator(lambda part: "<image_url>" if part_type(part) == "image_url" else "<text>"),
+]
 
 
 class FunctionCall(BaseModel):
@@ -69,7 +116,7 @@ class ChatMessage(OpenAIModel):
     """One message of the conversation; ``developer`` is treated as ``system``."""
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: list[TextPart] | None = None
+    content: list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
@@ -93,11 +140,20 @@ class ChatMessage(OpenAIModel):
         return self
 
     def text(self) -> str:
-        return "".join(part.text for part in self.content or [])
+        return "".join(part.text for part in self.content or [] if isinstance(part, TextPart))
+
+    @property
+    def images(self) -> list[ImagePart]:
+        return [part for part in self.content or [] if isinstance(part, ImagePart)]
 
     def template_dict(self) -> dict[str, Any]:
-        """The message as chat templates expect it: plain string content, ``developer`` as ``system``."""
-        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
+        """The message as chat templates expect it: plain string content, ``developer`` as ``system``; with images,
+        a list of ``text`` and ``{"type": "image"}`` parts (the engine puts each image in its place)."""
+        content: Any = self.text()
+        if self.images:
+            content = [{"type": "text", "text": part.text} if isinstance(part, TextPart) else {"type": "image"}
+                       for part in self.content or []]  # fmt: skip
+        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": content}
         if self.name:
             message["name"] = self.name
         if self.tool_calls:

@@ -12,10 +12,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Discriminator, Field, Tag, model_validator
 
-from openai_routes.protocol.chat import UNSUPPORTED_PARTS, text_part_only
+from openai_routes.protocol.chat import UNSUPPORTED_PARTS, part_type, text_part_only
 from openai_routes.protocol.common import OpenAIModel
 
-INPUT_PARTS = {"input_image": "image", "input_file": "file", "input_audio": "audio", **UNSUPPORTED_PARTS}
+INPUT_PARTS = {"input_file": "file", "input_audio": "audio", **UNSUPPORTED_PARTS}
 
 
 class ContentPart(OpenAIModel):
@@ -36,6 +36,39 @@ class ContentPart(OpenAIModel):
         return self.refusal or "" if self.type == "refusal" else self.text
 
 
+class InputImagePart(OpenAIModel):
+    """An ``input_image`` part: an ``image_url`` (a data URL or an http(s) URL) or the ``file_id`` of an upload."""
+
+    type: Literal["input_image"]
+    image_url: str | None = Field(default=None, min_length=1)
+    file_id: str | None = Field(default=None, min_length=1)
+    detail: Literal["auto", "low", "high"] = "auto"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> InputImagePart:
+        if (self.image_url is None) == (self.file_id is None):
+            raise ValueError("an input_image part needs exactly one of 'image_url' and 'file_id'")
+        return self
+
+    @property
+    def content(self) -> str:
+        return ""
+
+    @property
+    def text(self) -> str:
+        return ""
+
+    def stored(self) -> dict[str, Any]:
+        return {"type": "input_image", "image_url": self.image_url, "file_id": self.file_id, "detail": self.detail}
+
+
+# Tagged ``<type>`` so an error's param skips the tag: ``input[0].content[1]``.
+Part = Annotated[
+    Annotated[ContentPart, Tag("<text>")] | Annotated[InputImagePart, Tag("<input_image>")],
+    Discriminator(lambda part: "<input_image>" if part_type(part) == "input_image" else "<text>"),
+]
+
+
 def as_parts(value: Any) -> Any:
     """A string is one text part: one shape downstream, and errors name the failing part."""
     if isinstance(value, str):
@@ -45,7 +78,8 @@ def as_parts(value: Any) -> Any:
     return value
 
 
-Parts = Annotated[list[ContentPart], BeforeValidator(as_parts)]
+Parts = Annotated[list[Part], BeforeValidator(as_parts)]
+TextParts = Annotated[list[ContentPart], BeforeValidator(as_parts)]
 
 
 class MessageItem(OpenAIModel):
@@ -55,6 +89,10 @@ class MessageItem(OpenAIModel):
 
     def text(self) -> str:
         return "".join(part.content for part in self.content)
+
+    @property
+    def has_images(self) -> bool:
+        return any(isinstance(part, InputImagePart) for part in self.content)
 
 
 class FunctionCallItem(OpenAIModel):
@@ -67,7 +105,7 @@ class FunctionCallItem(OpenAIModel):
 class FunctionCallOutputItem(OpenAIModel):
     type: Literal["function_call_output"]
     call_id: str = Field(min_length=1)
-    output: Parts
+    output: TextParts
 
     def text(self) -> str:
         return "".join(part.content for part in self.output)

@@ -86,7 +86,7 @@ def test_the_sdk_raises_bad_request_for_an_uncompilable_schema(client: openai.Op
 
 @pytest.fixture(scope="module")
 def engine_queue(pool: ServerPool) -> Server:
-    """``tests/configs/queue-and-hermes.yaml``: the chat weights with vLLM's queue of 2 (test_hermes' engine)."""
+    """``tests/configs/vision.yaml``: the chat weights with vLLM's queue of 2 (test_hermes' engine)."""
     return pool.get("queue-and-hermes")
 
 

@@ -1,5 +1,5 @@
 """The native tool-parser path on CPU: the default weights served as ``smollm2-hermes`` with the Hermes-style
-template from ``configs/templates`` and vLLM's ``hermes`` parser (``tests/configs/queue-and-hermes.yaml``, whose
+template from ``configs/templates`` and vLLM's ``hermes`` parser (``tests/configs/vision.yaml``, whose
 engine also serves test_engine_errors' queue-overflow test)."""
 
 from __future__ import annotations

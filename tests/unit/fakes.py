@@ -25,9 +25,11 @@ from openai_routes.core.engine import (
     EngineInputError,
     GenerateEngine,
     GenerationStep,
+    ImageInput,
     ModelCapabilities,
     OutputDelta,
     OutputEvent,
+    RenderedPrompt,
     SamplingOptions,
     TokenLogprob,
 )
@@ -49,8 +51,22 @@ def hello(_prompt: str, _choice: int) -> list[str]:
 
 
 def chat_prompt(messages: Sequence[dict[str, Any]]) -> str:
-    """The fake chat template: ``<role>content`` per message, then ``<assistant>``."""
-    return "".join(f"<{message['role']}>{message['content']}" for message in messages) + "<assistant>"
+    """The fake chat template: ``<role>content`` per message, then ``<assistant>``; an image part is ``<image>``."""
+    return "".join(f"<{message['role']}>{content_text(message['content'])}" for message in messages) + "<assistant>"
+
+
+def content_text(content: Any) -> str:
+    if not isinstance(content, list):
+        return str(content)
+    return "".join("<image>" if part["type"] == "image" else part["text"] for part in content)
+
+
+IMAGE_TOKEN = 0x10FFFF  # one fake token per 16 x 16 pixels of an image (at least one)
+
+
+def image_tokens(image: ImageInput) -> list[int]:
+    width, height = image.image.size
+    return [IMAGE_TOKEN] * max(1, width * height // 256)
 
 
 class TextReader:
@@ -68,6 +84,7 @@ class GenerateCall:
     outcome: Outcome = "pending"
     steps: int = 0
     priority: int = 0  # the request context's, when generate was called
+    media: Any = None  # a prompt with images: the fake's "processed input" (the images' params)
 
 
 @dataclass
@@ -84,6 +101,7 @@ class FakeGenerateEngine:
     hold: asyncio.Event | None = None  # when set: wait for it after the first step
     calls: list[GenerateCall] = field(default_factory=list)
     rendered: list[list[dict[str, Any]]] = field(default_factory=list)
+    images: list[list[ImageInput]] = field(default_factory=list)  # each render's images
     _vocab: dict[str, int] = field(default_factory=dict)
     _in_flight: int = 0
     capabilities: ModelCapabilities = field(default_factory=ModelCapabilities)
@@ -119,9 +137,19 @@ class FakeGenerateEngine:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None = None,
         template_kwargs: dict[str, Any] | None = None,
-    ) -> list[int]:
+        images: Sequence[ImageInput] = (),
+    ) -> RenderedPrompt:
+        """The fake template's characters, each ``<image>`` followed by its image's tokens."""
         self.rendered.append(messages)
-        return [ord(char) for char in chat_prompt(messages)]
+        self.images.append(list(images))
+        text = chat_prompt(messages)
+        if not images:
+            return RenderedPrompt([ord(char) for char in text])
+        pieces = text.split("<image>")
+        ids = [ord(char) for char in pieces[0]]
+        for image, piece in zip(images, pieces[1:], strict=True):
+            ids += image_tokens(image) + [ord(char) for char in piece]
+        return RenderedPrompt(ids, media=[image.param for image in images])
 
     def count_reasoning_tokens(self, token_ids: Sequence[int]) -> int:
         return 0
@@ -142,9 +170,9 @@ class FakeGenerateEngine:
         return TokenLogprob(self.piece_id(piece), piece, -0.25, alternatives[:top])
 
     def generate(
-        self, prompt_token_ids: list[int], options: SamplingOptions, request_id: str
+        self, prompt_token_ids: list[int], options: SamplingOptions, request_id: str, media: Any = None
     ) -> AsyncGenerator[GenerationStep, None]:
-        call = GenerateCall(list(prompt_token_ids), options, request_id, priority=current().priority)
+        call = GenerateCall(list(prompt_token_ids), options, request_id, priority=current().priority, media=media)
         self.calls.append(call)
         return self._run(call)
 

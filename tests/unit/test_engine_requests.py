@@ -41,9 +41,9 @@ class BarrierEngine(FakeGenerateEngine):
         self.barrier = asyncio.Barrier(prompts)
 
     def generate(
-        self, prompt_token_ids: list[int], options: SamplingOptions, request_id: str
+        self, prompt_token_ids: list[int], options: SamplingOptions, request_id: str, media: Any = None
     ) -> AsyncGenerator[GenerationStep, None]:
-        steps = super().generate(prompt_token_ids, options, request_id)
+        steps = super().generate(prompt_token_ids, options, request_id, media)
 
         async def after_barrier() -> AsyncGenerator[GenerationStep, None]:
             await self.barrier.wait()

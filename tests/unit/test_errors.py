@@ -55,7 +55,7 @@ def error_for(model: type[BaseModel], body: Any) -> APIError:
         (
             ChatCompletionRequest,
             {**CHAT, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
-            "messages[0].content[0]",
+            "messages[0].content[0].image_url",
         ),
         (ChatCompletionRequest, {**CHAT, "messages": [{"role": "user", "content": 7}]}, "messages[0].content"),
         (ChatCompletionRequest, {**CHAT, "temperature": 3}, "temperature"),

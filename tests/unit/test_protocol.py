@@ -9,6 +9,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from openai_routes.core.engine import SamplingOptions
+from openai_routes.core.errors import is_discriminator_tag
 from openai_routes.endpoints.completions.protocol import CompletionRequest
 from openai_routes.endpoints.embeddings.protocol import EmbeddingCreateParams
 from openai_routes.protocol.chat import ChatCompletionRequest, ChatMessage
@@ -186,13 +187,13 @@ def test_text_parts_are_joined() -> None:
     ],
 )
 def test_malformed_content_refused(content: Any, loc: tuple[Any, ...]) -> None:
-    assert invalid(ChatMessage, {"role": "user", "content": content}).errors()[0]["loc"] == loc
+    where = invalid(ChatMessage, {"role": "user", "content": content}).errors()[0]["loc"]
+    assert tuple(part for part in where if not is_discriminator_tag(part)) == loc
 
 
 @pytest.mark.parametrize(
     ("part", "kind"),
     [
-        ({"type": "image_url", "image_url": {"url": "http://x"}}, "image"),
         ({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}, "audio"),
         ({"type": "file", "file": {"file_id": "f-1"}}, "file"),
     ],
@@ -200,7 +201,7 @@ def test_malformed_content_refused(content: Any, loc: tuple[Any, ...]) -> None:
 def test_unsupported_parts_refused_at_the_part(part: dict[str, Any], kind: str) -> None:
     content = [{"type": "text", "text": "look"}, part]
     [error] = invalid(ChatMessage, {"role": "user", "content": content}).errors()
-    assert error["loc"] == ("content", 1)
+    assert tuple(part for part in error["loc"] if not is_discriminator_tag(part)) == ("content", 1)
     assert f"this model does not accept {kind} input" in error["msg"]
 
 

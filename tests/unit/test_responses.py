@@ -229,7 +229,7 @@ async def test_delete_and_store_false(h: Harness) -> None:
         ({"max_output_tokens": 15}, "max_output_tokens"),
         ({"tools": [TOOL], "tool_choice": {"type": "function", "name": "g"}}, "tool_choice"),
         ({"input": []}, "input"),
-        ({"input": [{"role": "user", "content": [IMAGE]}]}, "input[0].content[0]"),
+        ({"input": [{"role": "user", "content": [IMAGE]}]}, "input[0].content[0].image_url"),
         ({"text": {"format": {"type": "json_schema"}}}, "text.format"),
         ({"background": True, "store": False}, None),
         ({"temperature": 3}, "temperature"),

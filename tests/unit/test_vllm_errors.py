@@ -120,6 +120,9 @@ class FakeTokenizer:
 
 
 class FakeModelConfig:
+    is_multimodal_model = False  # a text-only model: it takes no images
+    multimodal_config = None
+
     def get_diff_sampling_param(self) -> dict[str, Any]:
         return {}  # a model without sampling defaults in its generation_config.json
 

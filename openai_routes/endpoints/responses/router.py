@@ -27,7 +27,7 @@ from starlette.responses import Response as HTTPResponse
 from openai_routes.core.context import current
 from openai_routes.core.engine import GenerateEngine
 from openai_routes.core.errors import APIError, as_api_error
-from openai_routes.core.limits import Limits
+from openai_routes.core.limits import Limits, MediaLimits
 from openai_routes.core.registry import ModelRegistry
 from openai_routes.endpoints.answer import answer, collect
 from openai_routes.endpoints.conversation_state import add_items, conversation_items
@@ -42,6 +42,7 @@ from openai_routes.endpoints.responses.objects import (
 from openai_routes.endpoints.responses.protocol import ResponsesRequest
 from openai_routes.endpoints.responses.truncation import fitted
 from openai_routes.endpoints.responses.wire import ResponseWire
+from openai_routes.pipeline.images import FileReader, MediaAccess
 from openai_routes.pipeline.input_items import ITEMS, new_id, prompt_messages, stored_item
 from openai_routes.pipeline.prepare import PreparedChat, prepare_chat
 from openai_routes.pipeline.run import GenerationRun, RunSettings
@@ -158,8 +159,30 @@ class ResponseJob:
         return self.recorded(self.wire.response.model_copy(update=update))
 
 
-def create_router(registry: ModelRegistry, limits: Limits, runs: RunSettings, book: ResponseBook) -> APIRouter:
+def file_reader(book: ResponseBook, owner: str) -> FileReader:
+    """``owner``'s files of ``/v1/files`` as ``input_image`` parts read them by ``file_id`` (another key's file is
+    no file: ``LookupError``; a file over the image byte cap is a ``ValueError``)."""
+
+    async def read(file_id: str, max_bytes: int) -> bytes:
+        found = await book.state.files.get(file_id, owner)
+        if found is None:
+            raise LookupError(file_id)
+        if found.bytes > max_bytes:
+            raise ValueError(f"The file is larger than {max_bytes} bytes, the most one image may take.")
+        return b"".join([chunk async for chunk in book.state.files.content(file_id, owner)])
+
+    return read
+
+
+def create_router(
+    registry: ModelRegistry,
+    limits: Limits,
+    runs: RunSettings,
+    book: ResponseBook,
+    media: MediaLimits | None = None,
+) -> APIRouter:
     router = APIRouter(route_class=StrictJSONRoute)
+    media_limits = media or MediaLimits()
 
     async def prepare(request: ResponsesRequest, owner: str) -> tuple[str, GenerateEngine, PreparedChat]:
         """The request as the chat request it runs as: its chain's history, instructions, input and tools."""
@@ -171,11 +194,14 @@ def create_router(registry: ModelRegistry, limits: Limits, runs: RunSettings, bo
         elif request.conversation_id:
             history = await conversation_items(book.state, request.conversation_id, owner, param="conversation")
         items = [*ITEMS.validate_python(history), *request.input]
+        access = MediaAccess(media_limits, file_reader(book, owner))  # one per request: images load once
 
         async def without(dropped: int) -> PreparedChat:  # the oldest ``dropped`` items left out (truncation.py)
-            messages = prompt_messages(request.instructions, [], items[dropped:])
+            messages = prompt_messages(request.instructions, [], items[dropped:], dropped - len(history))
             chat = request.chat_request(messages)
-            return await prepare_chat(chat, engine, limits, max_tokens_param="max_output_tokens", input_param="input")
+            return await prepare_chat(
+                chat, engine, limits, max_tokens_param="max_output_tokens", input_param="input", media=access
+            )
 
         prepared = await fitted(without, items, request.truncation == "auto")
         return served.id, engine, prepared

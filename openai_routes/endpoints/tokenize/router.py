@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from openai_routes.core.context import current
 from openai_routes.core.engine import EngineInputError
 from openai_routes.core.errors import bad_request
-from openai_routes.core.limits import Limits, check_request
+from openai_routes.core.limits import Limits, MediaLimits, check_request
 from openai_routes.core.registry import ModelRegistry
 from openai_routes.endpoints.tokenize.protocol import (
     DetokenizeRequest,
@@ -21,6 +21,7 @@ from openai_routes.endpoints.tokenize.protocol import (
     TokenizeRequest,
     TokenizeResponse,
 )
+from openai_routes.pipeline.images import MediaAccess
 from openai_routes.pipeline.prepare import render_messages
 from openai_routes.server.json_body import StrictJSONRoute
 
@@ -35,8 +36,9 @@ def model_name(registry: ModelRegistry, requested: str | None) -> str:
     raise bad_request("'model' is required: this server has no chat model to default to.", "model")
 
 
-def create_router(registry: ModelRegistry, limits: Limits) -> APIRouter:
+def create_router(registry: ModelRegistry, limits: Limits, media: MediaLimits | None = None) -> APIRouter:
     router = APIRouter(route_class=StrictJSONRoute)
+    media_limits = media or MediaLimits()
 
     @router.post("/tokenize")
     async def tokenize(request: TokenizeRequest) -> TokenizeResponse:
@@ -45,7 +47,8 @@ def create_router(registry: ModelRegistry, limits: Limits) -> APIRouter:
             served, engine = registry.generator(name)
             current().model = served.id
             check_request(limits, n=1, max_tokens=None, messages=len(request.messages))
-            tokens = await render_messages(engine, request.messages, request.tools)
+            rendered = await render_messages(engine, request.messages, request.tools, media=MediaAccess(media_limits))
+            tokens = rendered.token_ids
         else:
             served = registry.get(name)
             current().model = served.id

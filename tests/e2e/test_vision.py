@@ -1,0 +1,138 @@
+"""Images in, through the real engine: ``tiny-vlm`` (a tiny random Idefics3, ``make tiny-vlm``) on the server of
+``tests/configs/vision.yaml``, with the official SDK. Its answers are noise; what is checked is the path: image
+parts reach the engine as images (the prompt grows by the engine's image tokens), and bad images are 400s naming
+the part, after which the server still serves.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import openai
+import pytest
+from PIL import Image
+
+from tests.e2e.pool import ServerPool
+from tests.e2e.servers import CHAT_MODEL
+
+VLM = "tiny-vlm"
+
+
+@pytest.fixture(scope="module")
+def vision(pool: ServerPool) -> openai.OpenAI:
+    server = pool.get("queue-and-hermes")
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0)
+
+
+def png(width: int, height: int, color: tuple[int, int, int] = (200, 30, 30), format: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buffer, format)
+    return buffer.getvalue()
+
+
+def data_url(data: bytes, media_type: str = "image/png") -> str:
+    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
+
+
+def image_part(url: str, detail: str = "auto") -> dict[str, object]:
+    return {"type": "image_url", "image_url": {"url": url, "detail": detail}}
+
+
+def ask(client: openai.OpenAI, *images: str, model: str = VLM) -> int:
+    content = [*(image_part(url) for url in images), {"type": "text", "text": "What is this?"}]
+    messages: Any = [{"role": "user", "content": content}]
+    reply = client.chat.completions.create(model=model, messages=messages, max_tokens=4, temperature=0)
+    assert reply.usage is not None and reply.choices[0].finish_reason in ("stop", "length")
+    return reply.usage.prompt_tokens
+
+
+def test_an_image_costs_the_engines_image_tokens(vision: openai.OpenAI) -> None:
+    text_only = ask(vision)
+    wide = ask(vision, data_url(png(256, 32)))  # 4 x 1 tiles of 64 pixels + the whole image
+    square = ask(vision, data_url(png(256, 256)))  # 4 x 4 tiles + the whole image
+    assert text_only < wide < square, (text_only, wide, square)
+    assert square - text_only > 16 * 4  # 17 tiles of 4 image tokens each, at least
+    two = ask(vision, data_url(png(256, 32)), data_url(png(256, 256)))
+    assert two - text_only == (wide - text_only) + (square - text_only)
+
+
+def test_streaming_and_n_with_an_image(vision: openai.OpenAI) -> None:
+    messages: Any = [{"role": "user", "content": [image_part(data_url(png(64, 64))), {"type": "text", "text": "Hi"}]}]
+    stream = vision.chat.completions.create(
+        model=VLM, messages=messages, max_tokens=4, n=2, stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = list(stream)
+    usage = chunks[-1].usage
+    assert usage is not None and usage.prompt_tokens > 20 and usage.completion_tokens <= 8
+    assert {choice.index for chunk in chunks for choice in chunk.choices} == {0, 1}
+
+
+def test_json_mode_with_an_image(vision: openai.OpenAI) -> None:
+    messages: Any = [{"role": "user", "content": [image_part(data_url(png(64, 64))), {"type": "text", "text": "JSON"}]}]
+    reply = vision.chat.completions.create(
+        model=VLM, messages=messages, max_tokens=12,
+        response_format={"type": "json_object"},
+    )  # fmt: skip
+    assert reply.choices[0].message.content is not None
+
+
+def test_responses_input_image_by_data_url_and_by_file_id(vision: openai.OpenAI) -> None:
+    picture = png(256, 256)
+    by_url = vision.responses.create(
+        model=VLM, max_output_tokens=16,
+        input=[{"role": "user", "content": [{"type": "input_image", "image_url": data_url(picture), "detail": "low"},
+                                            {"type": "input_text", "text": "What is this?"}]}],
+    )  # fmt: skip
+    uploaded = vision.files.create(file=("picture.png", picture, "image/png"), purpose="vision")
+    by_file = vision.responses.create(
+        model=VLM, max_output_tokens=16,
+        input=[{"role": "user", "content": [{"type": "input_image", "file_id": uploaded.id, "detail": "auto"},
+                                            {"type": "input_text", "text": "What is this?"}]}],
+    )  # fmt: skip
+    assert by_url.usage is not None and by_file.usage is not None
+    assert by_url.usage.input_tokens == by_file.usage.input_tokens > 16 * 4
+    assert by_url.status in ("completed", "incomplete") and by_file.status in ("completed", "incomplete")  # noise
+
+
+def test_tokenize_counts_the_images(vision: openai.OpenAI) -> None:
+    text = {"type": "text", "text": "What is this?"}  # as ask() sends it
+    messages = [{"role": "user", "content": [image_part(data_url(png(256, 256))), text]}]
+    counted = vision.post("/../tokenize", body={"model": VLM, "messages": messages}, cast_to=object)
+    assert isinstance(counted, dict)
+    assert counted["count"] == ask(vision, data_url(png(256, 256)))
+
+
+def bad_request(client: openai.OpenAI, content: list[dict[str, object]], model: str = VLM) -> openai.BadRequestError:
+    messages: Any = [{"role": "user", "content": content}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=model, messages=messages, max_tokens=2)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("content", "param"),
+    [
+        (
+            [{"type": "text", "text": "hi"}, image_part(data_url(b"not an image at all"))],
+            "messages[0].content[1].image_url",
+        ),
+        ([image_part(data_url(png(1001, 1000)))], "messages[0].content[0].image_url"),
+        ([image_part(data_url(png(8, 8, format="BMP"), "image/bmp"))], "messages[0].content[0].image_url"),
+        ([image_part(data_url(png(8, 8)))] * 4, "messages[0].content[3].image_url"),
+    ],
+    ids=["undecodable", "too-many-pixels", "unsupported-format", "too-many-images"],
+)
+def test_bad_images_are_400s_on_the_part(vision: openai.OpenAI, content: list[dict[str, object]], param: str) -> None:
+    error = bad_request(vision, content)
+    assert error.body is not None and error.body["param"] == param, error.body  # type: ignore[index]
+    assert ask(vision, data_url(png(32, 32))) > 0  # still serving
+
+
+def test_the_text_only_model_refuses_images(vision: openai.OpenAI) -> None:
+    error = bad_request(vision, [{"type": "text", "text": "hi"}, image_part(data_url(png(8, 8)))], "smollm2-hermes")
+    assert error.body["param"] == "messages[0].content[1].image_url"  # type: ignore[index]
+    assert "does not accept image input" in error.body["message"]  # type: ignore[index]
+    assert CHAT_MODEL  # the default server's model is text-only too (its ModelCapabilities.max_images is 0)

@@ -7,6 +7,7 @@ after a graceful restart, the adapters loaded at run time are served again, and 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,27 @@ def test_completions_logprobs_and_json_schema_through_the_adapter(lora_client: o
         response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema}},
     )
     assert json.loads(answer.choices[0].message.content or "")["city"] in ("Paris", "London")
+
+
+def test_a_batch_names_the_adapter_and_the_base_line_by_line(
+    lora_client: openai.OpenAI, reference: dict[str, str]
+) -> None:
+    """Batch lines run as the online requests do: each line's model, adapter or base, answers as PEFT does."""
+    lines = [{"custom_id": model, "method": "POST", "url": "/v1/chat/completions",
+              "body": {"model": model, "messages": MESSAGES, "temperature": 0, "max_tokens": REFERENCE_TOKENS}}
+             for model in (ADAPTER, CHAT_MODEL)]  # fmt: skip
+    text = "\n".join(json.dumps(line) for line in lines)
+    file_id = lora_client.files.create(file=("lines.jsonl", text.encode()), purpose="batch").id
+    batch = lora_client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+    for _ in range(600):
+        batch = lora_client.batches.retrieve(batch.id)
+        if batch.status in ("completed", "failed"):
+            break
+        time.sleep(0.2)
+    assert batch.status == "completed" and batch.output_file_id is not None, batch
+    output = [json.loads(line) for line in lora_client.files.content(batch.output_file_id).text.splitlines()]
+    answers = {line["custom_id"]: line["response"]["body"]["choices"][0]["message"]["content"] for line in output}
+    assert answers == {ADAPTER: reference["adapter"], CHAT_MODEL: reference["base"]}
 
 
 def test_admin_routes_take_admin_keys_only(lora_server: Server) -> None:

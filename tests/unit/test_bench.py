@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 
-from benchmarks import edge, layer, report
+from benchmarks import batch_report, batches, edge, layer, report
 from benchmarks.loadgen import LoadSpec, RequestSample, RunResult, percentile, summarize
 from benchmarks.run import Plan
 from benchmarks.servers import ManagedServer, bentoml_serve, chat_model, chat_only_config, engine_flags, running
@@ -151,3 +152,26 @@ def test_bentoml_serve_runs_from_the_given_tree(tmp_path: Path) -> None:
     assert server.cwd == tmp_path
     assert server.command[-4:] == ["--working-dir", str(tmp_path), "--arg", f"config={tmp_path}/configs/default.yaml"]
     assert (server.log_path, server.env) == (tmp_path / "before.log", {"BENTO_OAI_API_KEYS": "key"})
+
+
+def test_batch_benchmark_file_and_config(tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in batches.batch_file("m", 10, 64).decode().splitlines()]
+    assert len({row["custom_id"] for row in rows}) == 10
+    assert {row["url"] for row in rows} == {"/v1/chat/completions"}
+    assert all(row["body"]["max_tokens"] == 64 and row["body"]["ignore_eos"] for row in rows)
+    config = load_config(batches.setting_config("configs/default.yaml", batches.Setting.parse("48:4"), tmp_path))
+    assert (config.batches.lines_in_flight, config.batches.reserve) == (48, 4)
+    assert config.store.data_dir == str(tmp_path / "store")  # a store of its own, never the checkout's
+    assert [model.task for model in config.models] == ["chat"]
+
+
+def test_batch_benchmark_ratios_are_per_round() -> None:
+    figures = batch_report.Figures(settings=["s"], prompt_tokens=[40])
+    for offline, mine in ((100.0, 90.0), (50.0, 40.0)):
+        figures.add("offline", batch_report.Measured(tokens=int(offline), seconds=1.0, others_cpu=0.0))
+        figures.add("s", batch_report.Measured(int(mine), 1.0, 0.5, idle_ttft=[0.1, 0.1], loaded_ttft=[0.2, 0.15]))
+    assert figures.throughput_ratios("s") == pytest.approx([0.9, 0.8])
+    assert figures.ttft_ratios("s") == pytest.approx([1.75, 1.75])
+    rendered = "\n".join(batch_report.table(figures) + batch_report.verdicts(figures))
+    assert "| **0.85×**; 0.90, 0.80 |" in rendered
+    assert "throughput 0.85× (meets >= 0.8); TTFT 1.75× (misses <= 1.5)" in rendered

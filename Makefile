@@ -16,8 +16,9 @@ BENCH_VENV := .venv-bench
 BENCH_ARGS ?=
 ADAPTER ?=
 ADAPTER_NAME ?=
+BATCH_BENCH_ARGS ?=
 
-.PHONY: install models tiny-vlm browser serve build container container-tools test test-stress test-container unit e2e lint format bench clean
+.PHONY: install models tiny-vlm browser serve build container container-tools test test-stress test-container unit e2e lint format bench bench-batches clean
 .DEFAULT_GOAL := serve
 
 $(BIN)/python:
@@ -139,9 +140,15 @@ $(VENV)/.bench-installed: pyproject.toml | $(VENV)/.installed
 	touch $@
 
 # Ours vs vLLM's own OpenAI server vs llama.cpp's, one server at a time, alternating; writes
-# benchmarks/results/latest.{md,png}. BENCH_ARGS=--quick for a short run.
+# benchmarks/results/latest.{md,png}. BENCH_ARGS=--quick for a short run. Then the Batch API benchmark.
 bench: models $(VENV)/.bench-installed $(BENCH_VENV)/.installed
 	$(BIN)/python -m benchmarks.run --llama-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-batches
+
+# A 256-line batch against offline vLLM, and interactive TTFT under it, per batches: setting (~25 min on 2 cores);
+# writes benchmarks/results/batches.md. BATCH_BENCH_ARGS="--settings 16:8,48:8 --rounds 3".
+bench-batches: models
+	$(BIN)/python -m benchmarks.batches $(BATCH_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 
-from benchmarks import edge, layer, lora, report
+from benchmarks import batch_report, batches, edge, layer, lora, report
 from benchmarks.loadgen import LoadSpec, RequestSample, RunResult, percentile, summarize
 from benchmarks.run import Plan
 from benchmarks.servers import ManagedServer, bentoml_serve, chat_model, chat_only_config, engine_flags, running
@@ -171,3 +172,26 @@ def test_lora_benchmark_serves_four_adapters_on_the_chat_model_and_rates_them_pe
     table = lora.render(runs)
     assert "adapters / base: 0.750x (by round: 0.500, 1.000)" in table  # the median of the rounds' own ratios
     assert "adapters / lora-base: 0.500x" in table
+
+
+def test_batch_benchmark_file_and_config(tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in batches.batch_file("m", 10, 64).decode().splitlines()]
+    assert len({row["custom_id"] for row in rows}) == 10
+    assert {row["url"] for row in rows} == {"/v1/chat/completions"}
+    assert all(row["body"]["max_tokens"] == 64 and row["body"]["ignore_eos"] for row in rows)
+    config = load_config(batches.setting_config("configs/default.yaml", batches.Setting.parse("48:4"), tmp_path))
+    assert (config.batches.lines_in_flight, config.batches.reserve) == (48, 4)
+    assert config.store.data_dir == str(tmp_path / "store")  # a store of its own, never the checkout's
+    assert [model.task for model in config.models] == ["chat"]
+
+
+def test_batch_benchmark_ratios_are_per_round() -> None:
+    figures = batch_report.Figures(settings=["s"], prompt_tokens=[40])
+    for offline, mine in ((100.0, 90.0), (50.0, 40.0)):
+        figures.add("offline", batch_report.Measured(tokens=int(offline), seconds=1.0, others_cpu=0.0))
+        figures.add("s", batch_report.Measured(int(mine), 1.0, 0.5, idle_ttft=[0.1, 0.1], loaded_ttft=[0.2, 0.15]))
+    assert figures.throughput_ratios("s") == pytest.approx([0.9, 0.8])
+    assert figures.ttft_ratios("s") == pytest.approx([1.75, 1.75])
+    rendered = "\n".join(batch_report.table(figures) + batch_report.verdicts(figures))
+    assert "| **0.85×**; 0.90, 0.80 |" in rendered
+    assert "throughput 0.85× (meets >= 0.8); TTFT 1.75× (misses <= 1.5)" in rendered

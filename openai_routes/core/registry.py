@@ -29,6 +29,11 @@ class ServedModel:
         """The model whose engine serves this one (vLLM's ``root``)."""
         return self.parent or self.id
 
+    @property
+    def reads_images(self) -> bool:
+        """Whether its prompts may hold images: a chat model whose engine takes some (``ModelCapabilities``)."""
+        return self.task == "chat" and cast(GenerateEngine, self.engine).capabilities.max_images > 0
+
 
 class ModelRegistry:
     def __init__(self) -> None:

@@ -28,6 +28,7 @@ ASSET_PREFIX = "/playground/static/"
 ASSETS = {
     "app.js": "text/javascript",
     "api.js": "text/javascript",
+    "images.js": "text/javascript",
     "markdown.js": "text/javascript",
     "snippets.js": "text/javascript",
     "style.css": "text/css",
@@ -35,9 +36,10 @@ ASSETS = {
 }
 PUBLIC_PATHS = frozenset([*PAGE_PATHS, CONFIG_PATH, *(ASSET_PREFIX + name for name in ASSETS)])
 
-# Nothing but this origin: no script, style, font, image or connection elsewhere, no framing, no form posts.
+# Nothing but this origin: no script, style, font, image or connection elsewhere, no framing, no form posts. Images
+# may also be blob: URLs, which only the page itself makes: the thumbnails of the images it attaches.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 HEADERS = {

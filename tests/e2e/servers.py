@@ -194,7 +194,9 @@ SPECS = [
     ServerSpec("default", ("server", "drain_server"), check_watchdog=True),
     ServerSpec("limited", ("limited",), config="tests/configs/limited.yaml"),
     ServerSpec("deadline", ("deadline_server",), config="tests/configs/short-deadline.yaml"),
-    ServerSpec("queue-and-hermes", ("engine_queue", "hermes", "vision"), config="tests/configs/vision.yaml"),
+    ServerSpec(
+        "queue-and-hermes", ("engine_queue", "hermes", "vision", "vision_server"), config="tests/configs/vision.yaml"
+    ),
     ServerSpec("greedy-open", ("greedy_server", "open_server"), build=greedy_config),
     ServerSpec("store-first", ("first_life",), config=SHORT_GRACE, env=sqlite_store, key_group="store"),
     ServerSpec("store-second", ("second_life",), SHORT_GRACE, env=sqlite_store, key_group="store"),

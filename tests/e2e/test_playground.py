@@ -5,13 +5,16 @@ the key and keeps it in session storage only; the answer grows over several anim
 figures the server's own usage gives (checked against ``/tokenize``); Stop brings the engine's own running count
 back to 0; a wrong key shows the server's 401 message; the Code tab's Python and curl run as they are shown. A
 second server with ``auth.mode: disabled`` (the generation-defaults tests' server) serves the same page, which then
-asks for no key.
+asks for no key. On the vision server (``tests/configs/vision.yaml``) the page attaches images, picked or pasted, for
+the model that takes them and offers nothing of the kind for the text-only one.
 
 ``BENTO_OAI_PLAYGROUND_SCREENSHOT=docs/playground.png`` makes the conversation test write the README's picture.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import re
@@ -25,7 +28,8 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+from PIL import Image
+from playwright.sync_api import Browser, BrowserContext, FilePayload, Locator, Page, expect, sync_playwright
 
 from tests.e2e.conftest import CHAT_MODEL
 from tests.e2e.pool import ServerPool
@@ -69,7 +73,8 @@ class Visit:
     errors: list[str] = field(default_factory=list)
 
     def outside(self) -> list[str]:
-        return [url for url in self.requests if not url.startswith(f"{self.base_url}/")]
+        inside = (f"{self.base_url}/", f"blob:{self.base_url}/")  # blob: URLs the page made (image thumbnails)
+        return [url for url in self.requests if not url.startswith(inside)]
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +149,8 @@ def figures(answer: Locator) -> dict[str, float]:
     return {FIGURES[key]: float(value) for key, value in values.items()}
 
 
-def prompt_tokens(http: httpx.Client, messages: list[dict[str, str]]) -> int:
-    response = http.post("/tokenize", json={"model": CHAT_MODEL, "messages": messages})
+def prompt_tokens(http: httpx.Client, messages: list[dict[str, Any]], model: str = CHAT_MODEL) -> int:
+    response = http.post("/tokenize", json={"model": model, "messages": messages})
     assert response.status_code == 200, response.text
     return int(response.json()["count"])
 
@@ -372,3 +377,57 @@ def test_markdown_renders_as_elements_and_never_as_markup(visit: Visit, server: 
     assert rendered["img"] == 0 and rendered["links"] == 0
     assert rendered["code"] == [["language-python", "print('<b>hi</b>')"], ["language-js", "unclosed"]]
     assert "<img src=x onerror=alert(1)>" in rendered["text"]
+
+
+@pytest.fixture
+def vision_server(pool: ServerPool) -> Server:
+    """tiny-vlm (takes images) beside smollm2-hermes (text only): test_vision's server."""
+    return pool.get("queue-and-hermes")
+
+
+def png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+# A clipboard paste of one PNG into the message box, as the browser dispatches it.
+PASTE = """(encoded) => {
+  const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+  const data = new DataTransfer();
+  data.items.add(new File([bytes], "pasted.png", { type: "image/png" }));
+  const paste = new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true });
+  document.getElementById("prompt").dispatchEvent(paste);
+}"""
+
+
+def test_images_attach_for_the_model_that_takes_them(chromium: Browser, vision_server: Server) -> None:
+    visit = open_visit(chromium, vision_server.base_url)
+    page, sent = visit.page, []
+    page.on("request", lambda request: sent.append(request.post_data_json) if "/chat/" in request.url else None)
+    try:
+        page.goto("/")
+        enter_key(page, vision_server.api_key)
+        assert sorted(models_loaded(page)) == ["smollm2-hermes", "tiny-vlm"]
+        page.select_option("#model", "smollm2-hermes")
+        expect(page.locator("#attach")).to_be_hidden()
+        page.select_option("#model", "tiny-vlm")
+        expect(page.locator("#attach")).to_be_visible()
+        picked = FilePayload(name="red.png", mimeType="image/png", buffer=png(256, 256))
+        page.set_input_files("#attach-file", files=[picked])
+        page.evaluate(PASTE, base64.b64encode(png(64, 32)).decode())
+        expect(page.locator("#attachments img")).to_have_count(2)
+        set_sampling(page, "0", "4")
+        shown = figures(ask(page, "What is this?"))
+        assert page.locator(".message.user .thumbs img").count() == 2 and page.locator("#attachments").is_hidden()
+    finally:
+        close_visit(visit)
+    messages = sent[-1]["messages"]
+    text, *images = messages[-1]["content"]
+    assert text == {"type": "text", "text": "What is this?"}
+    assert [part["type"] for part in images] == ["image_url", "image_url"], images
+    assert all(part["image_url"]["url"].startswith("data:image/png;base64,") for part in images)
+    with httpx.Client(base_url=vision_server.base_url, timeout=60) as http:
+        http.headers["Authorization"] = f"Bearer {vision_server.api_key}"
+        text_only = prompt_tokens(http, [{"role": "user", "content": "What is this?"}], "tiny-vlm")
+        assert shown["prompt"] == prompt_tokens(http, messages, "tiny-vlm") > text_only + 16 * 4, (shown, text_only)

@@ -2,12 +2,27 @@
 ``tests/configs/vision.yaml``, with the official SDK. Its answers are noise; what is checked is the path: image
 parts reach the engine as images (the prompt grows by the engine's image tokens), and bad images are 400s naming
 the part, after which the server still serves.
+
+Image URLs the server must not fetch (its own loopback over IPv4 and IPv6, the cloud metadata address, ``localhost``)
+are refused with a 400 naming the part, without the URL's query, and a real HTTP server listening on those loopback
+addresses records no request. What needs a public address cannot be tested against the real server here: a redirect
+to loopback needs a public first hop, and "fetched only when allowed" (``media.allowed_domains``) needs a
+public-looking name resolving to a test server; this machine has no public address, and the service has no switch
+that would exempt one (it must not have one). ``tests/unit/test_image_fetch.py`` covers both through the fetcher's
+test seam (``image_fetch.Network``), as it covers ``media.remote_fetch: false``, which no test server's config sets.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
+import socket
+import threading
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import openai
@@ -136,3 +151,79 @@ def test_the_text_only_model_refuses_images(vision: openai.OpenAI) -> None:
     assert error.body["param"] == "messages[0].content[1].image_url"  # type: ignore[index]
     assert "does not accept image input" in error.body["message"]  # type: ignore[index]
     assert CHAT_MODEL  # the default server's model is text-only too (its ModelCapabilities.max_images is 0)
+
+
+class RecordingServer(ThreadingHTTPServer):
+    """Answers every GET with a PNG and records its path: a URL the service must not fetch leaves no line here."""
+
+    def __init__(self, host: str, seen: list[str]) -> None:
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.seen = seen
+        super().__init__((host, 0), RecordingHandler)
+
+
+class RecordingHandler(BaseHTTPRequestHandler):
+    server: RecordingServer
+
+    def do_GET(self) -> None:
+        self.server.seen.append(self.path)
+        body = png(8, 8)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@dataclass
+class Loopback:
+    """Recording servers on 127.0.0.1 and (where the machine has IPv6) ::1, and every path they were asked for."""
+
+    port: int
+    port6: int | None
+    seen: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def loopback() -> Iterator[Loopback]:
+    seen: list[str] = []
+    servers = [RecordingServer("127.0.0.1", seen)]
+    with contextlib.suppress(OSError):  # no IPv6 loopback on this machine
+        servers.append(RecordingServer("::1", seen))
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    ports = [server.server_address[1] for server in servers]
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/probe", timeout=5) as answer:  # it does record
+        assert answer.status == 200 and seen == ["/probe"]
+    seen.clear()
+    yield Loopback(ports[0], ports[1] if len(ports) > 1 else None, seen)
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+SECRET = "sig=s3cr3t-token"
+REFUSED_URLS = {
+    "loopback": "http://127.0.0.1:{port}/x.png",
+    "ipv6-loopback": "http://[::1]:{port6}/x.png",
+    "metadata": "http://169.254.169.254/latest/meta-data",
+    "localhost": "http://localhost:{port}/x.png",  # a DNS name resolving to loopback (/etc/hosts: offline)
+}
+
+
+@pytest.mark.parametrize("url", REFUSED_URLS.values(), ids=REFUSED_URLS.keys())
+def test_urls_to_the_servers_own_network_are_refused_unfetched(
+    vision: openai.OpenAI, loopback: Loopback, url: str
+) -> None:
+    if "{port6}" in url and loopback.port6 is None:
+        pytest.skip("no IPv6 loopback on this machine")
+    full = url.format(port=loopback.port, port6=loopback.port6) + "?" + SECRET
+    error = bad_request(vision, [{"type": "text", "text": "What is this?"}, image_part(full)])
+    body: Any = error.body
+    assert body["param"] == "messages[0].content[1].image_url", body
+    assert body["code"] == "invalid_image_url", body
+    assert "s3cr3t" not in body["message"] and "/x.png" not in body["message"] and "meta-data" not in body["message"]
+    assert loopback.seen == [], loopback.seen

@@ -68,8 +68,9 @@ async def test_the_policy_allows_this_origin_only(client: httpx.AsyncClient) -> 
     directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
     assert directives["default-src"] == "'none'"
     assert directives["frame-ancestors"] == "'none'"
-    for name in ("script-src", "style-src", "img-src", "connect-src"):
+    for name in ("script-src", "style-src", "connect-src"):
         assert directives[name] == "'self'", name
+    assert directives["img-src"] == "'self' blob:"  # the thumbnails of attached images: URLs the page makes
     assert "http" not in policy and "*" not in policy
 
 

@@ -470,6 +470,7 @@ async def test_models_list_and_retrieve(h: Harness) -> None:
         "max_model_len": 32,
         "root": EMBED_MODEL,
         "parent": None,
+        "input_modalities": ["text"],
     }
 
 

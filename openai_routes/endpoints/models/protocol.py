@@ -3,6 +3,8 @@
 Reference: https://platform.openai.com/docs/api-reference/models. ``max_model_len`` is vLLM's extension of
 OpenAI's object (its ``ModelCard`` has it): the context length, which clients size their requests from; so are
 ``root`` (the model whose engine serves it) and ``parent`` (a LoRA adapter's base model, null for a base).
+``input_modalities`` is ours (OpenRouter's name for it): ``["text", "image"]`` for a model that takes image parts,
+``["text"]`` otherwise; the playground offers to attach images by it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class Model(BaseModel):
     max_model_len: int
     root: str
     parent: str | None = None
+    input_modalities: list[Literal["text", "image"]] = ["text"]
 
 
 class ModelList(BaseModel):

@@ -1,5 +1,5 @@
 """``GET /v1/models`` and ``GET /v1/models/{id}``: every configured id and alias (ids may contain ``/``), each
-with its engine's context length (``max_model_len``)."""
+with its engine's context length (``max_model_len``) and whether it takes images (``input_modalities``)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def model_object(name: str, model: ServedModel) -> Model:
         max_model_len=model.engine.max_model_len,
         root=model.root,
         parent=model.parent,
+        input_modalities=["text", "image"] if model.reads_images else ["text"],
     )
 
 

@@ -36,11 +36,19 @@ async function failure(response) {
   return new APIError(message, { status: response.status, code });
 }
 
+/** The served models, each as {id, images}: whether it takes image parts (its ``input_modalities``). */
 export async function listModels(key) {
   const response = await fetch("/v1/models", { headers: headers(key) });
   if (!response.ok) throw await failure(response);
   const body = await response.json();
-  return body.data.map((model) => model.id);
+  return body.data.map((model) => ({ id: model.id, images: (model.input_modalities ?? []).includes("image") }));
+}
+
+/** A user message's content: the text alone, or the text and the attached images as OpenAI's content parts. */
+export function userContent(text, imageURLs) {
+  if (!imageURLs.length) return text;
+  const images = imageURLs.map((url) => ({ type: "image_url", image_url: { url } }));
+  return text ? [{ type: "text", text }, ...images] : images;
 }
 
 /** The body of /v1/chat/completions for the page's settings: the one place it is built (snippets show it too). */

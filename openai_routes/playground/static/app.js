@@ -1,7 +1,9 @@
 // The playground's page: the key (session storage only), the settings, the conversation, the streamed answer
-// with its figures, Stop, Clear, and the Code tab. Everything goes through api.js to this server's /v1 API.
+// with its figures, Stop, Clear, images attached (picked or pasted) for models that take them, and the Code tab.
+// Everything goes through api.js to this server's /v1 API.
 
-import { APIError, chatBody, describe, fetchConfig, listModels, streamChat } from "./api.js";
+import { APIError, chatBody, describe, fetchConfig, listModels, streamChat, userContent } from "./api.js";
+import { Attachments, thumbnail } from "./images.js";
 import { render } from "./markdown.js";
 import { curlSnippet, pythonSnippet } from "./snippets.js";
 
@@ -12,6 +14,8 @@ const state = {
   keyRequired: true,
   key: null,
   history: [], // {role, content}: what the next request sends after the system prompt
+  readsImages: new Set(), // the models that take image parts
+  attached: null, // Attachments: the images the next user message carries
   controller: null, // the running generation's AbortController
 };
 
@@ -42,8 +46,10 @@ async function loadModels() {
   try {
     const models = await listModels(state.key);
     const previous = $("model").value;
-    $("model").replaceChildren(...models.map((id) => new Option(id, id)));
-    if (models.includes(previous)) $("model").value = previous;
+    state.readsImages = new Set(models.filter((model) => model.images).map((model) => model.id));
+    $("model").replaceChildren(...models.map(({ id }) => new Option(id, id)));
+    if (models.some(({ id }) => id === previous)) $("model").value = previous;
+    offerImages();
     setReady(models.length > 0);
     notify(models.length ? "" : "This server serves no model.");
     if (state.keyRequired) $("key-status").textContent = `Key accepted: ${models.length} models.`;
@@ -73,14 +79,36 @@ function forgetKey() {
   state.key = null;
   $("api-key").placeholder = "sk-...";
   $("model").replaceChildren();
+  offerImages();
   setReady(false);
   $("key-status").textContent = "Key forgotten.";
   $("api-key").focus();
 }
 
+// --- attached images ------------------------------------------------------------------------------------------
+
+/** The attach control only for a model that takes images; another model drops what was attached. */
+function offerImages() {
+  const offered = state.readsImages.has($("model").value);
+  $("attach").hidden = !offered;
+  if (!offered) state.attached.set([]);
+}
+
+function onPick() {
+  state.attached.add([...$("attach-file").files]).catch((error) => notify(error.message));
+  $("attach-file").value = ""; // the same file may be picked again
+}
+
+function onPaste(event) {
+  const files = [...(event.clipboardData?.files ?? [])].filter((file) => file.type.startsWith("image/"));
+  if (!files.length || $("attach").hidden) return; // text, or a model without images: the usual paste
+  event.preventDefault();
+  state.attached.add(files).catch((error) => notify(error.message));
+}
+
 // --- the conversation ---------------------------------------------------------------------------------------
 
-function addMessage(role, text) {
+function addMessage(role, text, thumbs = []) {
   const item = document.createElement("li");
   item.className = `message ${role}`;
   const who = document.createElement("div");
@@ -90,6 +118,12 @@ function addMessage(role, text) {
   content.className = "content";
   item.append(who, content);
   if (role === "user") content.textContent = text;
+  if (thumbs.length) {
+    const row = document.createElement("div");
+    row.className = "thumbs";
+    row.append(...thumbs.map(thumbnail));
+    content.append(row);
+  }
   $("log").append(item);
   item.scrollIntoView({ block: "end" });
   return item;
@@ -129,12 +163,14 @@ function showFigures(item, { started, first, finished, usage, pieces, stopped })
 
 async function send() {
   const text = $("prompt").value.trim();
-  if (!text || state.controller || $("send").disabled) return;
+  const attached = state.attached.images;
+  if ((!text && !attached.length) || state.controller || $("send").disabled) return;
   notify("");
   const history = state.history; // Clear starts a new one: what this answer adds goes to the old one, unseen
-  history.push({ role: "user", content: text });
-  const turn = addMessage("user", text);
+  history.push({ role: "user", content: userContent(text, attached.map((image) => image.url)) });
+  const turn = addMessage("user", text, attached.map((image) => image.thumb));
   $("prompt").value = "";
+  state.attached.set([]);
   const answer = addMessage("assistant");
   const content = answer.querySelector(".content");
   const body = chatBody(settings(), history);
@@ -171,6 +207,7 @@ async function send() {
     turn.remove();
     answer.remove();
     $("prompt").value = text;
+    if (!$("attach").hidden) state.attached.set(attached);
   }
   $("prompt").focus();
 }
@@ -203,7 +240,8 @@ function refreshCode() {
   if ($("panel-code").hidden) return;
   const draft = $("prompt").value.trim();
   const messages = [...state.history];
-  if (draft) messages.push({ role: "user", content: draft });
+  const images = state.attached.images.map((image) => image.url);
+  if (draft || images.length) messages.push({ role: "user", content: userContent(draft, images) });
   if (!messages.length) messages.push({ role: "user", content: "Hello!" });
   const body = chatBody(settings(), messages);
   const baseURL = `${location.origin}/v1`;
@@ -244,12 +282,17 @@ async function copy(button) {
 // --- start -------------------------------------------------------------------------------------------------
 
 async function start() {
+  state.attached = new Attachments($("attachments"), refreshCode);
   $("key-form").addEventListener("submit", useKey);
   $("forget-key").addEventListener("click", forgetKey);
   $("composer").addEventListener("submit", (event) => (event.preventDefault(), send()));
   $("prompt").addEventListener("keydown", onPromptKey);
   $("stop").addEventListener("click", stop);
   $("clear").addEventListener("click", clear);
+  $("attach").addEventListener("click", () => $("attach-file").click());
+  $("attach-file").addEventListener("change", onPick);
+  $("prompt").addEventListener("paste", onPaste);
+  $("model").addEventListener("change", offerImages);
   for (const tab of document.querySelectorAll('[role="tab"]')) {
     tab.addEventListener("click", () => selectTab(tab));
     tab.addEventListener("keydown", onTabKey);

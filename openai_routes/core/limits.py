@@ -68,6 +68,12 @@ class BatchLimits(BaseModel):
         description="Engine sequences per model that batch lines leave to interactive requests: a line starts only "
         "while the model's gate has this much room beyond it and nobody waits.",
     )
+    cooldown: float = Field(
+        default=2.0,
+        ge=0,
+        description="Seconds after an interactive request of a model starts or ends during which no new batch line "
+        "of that model starts: batch lines drain while interactive traffic lasts, and come back when it pauses.",
+    )
     lease: int = Field(
         default=30, ge=2, description="Seconds a worker's claim on a line lasts unrenewed (another takes it after)."
     )

@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +34,7 @@ from openai_routes.core.context import current
 from openai_routes.core.errors import overloaded
 from openai_routes.core.metrics import ServerMetrics
 from openai_routes.core.registry import ModelRegistry, ServedModel
+from openai_routes.server.auth import INTERNAL_OWNER
 from openai_routes.server.guard import BODY_KEY
 
 
@@ -43,6 +46,8 @@ class Gate:
         self.max_queued = max_queued
         self.in_use = 0
         self.queued = 0
+        self.interactive = 0  # interactive requests (not batch lines) admitted and not ended
+        self.interactive_at = -math.inf  # when one last started or ended
         self.waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
 
     def weight(self, sequences: int) -> int:
@@ -205,6 +210,10 @@ class Admission:
             return
         model, gate, weight = found
         current().model = model.id  # an adapter's own id: its requests are counted and timed under it
+        interactive = INTERNAL_OWNER not in scope  # a batch line comes in-process (endpoints/batches/dispatch.py)
+        if interactive:
+            gate.interactive += 1
+            gate.interactive_at = time.monotonic()
         if gate.full(weight):
             await overloaded(self.retry_after).response()(scope, receive, send)
             return
@@ -219,3 +228,6 @@ class Admission:
         finally:
             if not slot.taken_over:
                 slot.release()
+            if interactive:
+                gate.interactive -= 1
+                gate.interactive_at = time.monotonic()

@@ -30,7 +30,7 @@ from openai_routes.store.tables import BATCH_LINES, BATCHES
 from tests.unit.fakes import CHAT_MODEL, EMBED_MODEL, FakeEmbedEngine, FakeGenerateEngine, build_app, fake_registry
 
 KEY, OTHER_KEY = "sk-unit-batches", "sk-unit-batches-other"
-FAST = BatchLimits(poll=0.02, lease=2, lines_in_flight=4, reserve=0)
+FAST = BatchLimits(poll=0.02, lease=2, lines_in_flight=4, reserve=0, cooldown=0)
 
 
 @dataclass
@@ -298,3 +298,22 @@ async def test_a_finished_batch_is_purged_with_its_lines_once_expired(h: Harness
     assert (await h.client.get(f"/batches/{created['id']}")).status_code == 404
     async with state.engine.connect() as connection:
         assert (await connection.execute(select(BATCH_LINES.c.seq))).all() == []
+
+
+async def test_batch_lines_wait_while_interactive_requests_run_and_for_the_cooldown(tmp_path: Path) -> None:
+    async with serve(tmp_path, limits=BatchLimits(poll=0.02, lease=2, lines_in_flight=4, reserve=0, cooldown=0.5)) as h:
+        h.generator.hold = asyncio.Event()  # the interactive request holds after its first step
+        online = asyncio.create_task(h.client.post("/chat/completions", json=chat_line("online")["body"]))
+        async with asyncio.timeout(5):
+            while not h.generator.calls:
+                await asyncio.sleep(0.01)
+        created = await h.create(await h.upload([chat_line(f"l{i}") for i in range(3)]))
+        await h.until(created["id"], "in_progress")
+        await asyncio.sleep(0.8)  # past the cooldown, but the interactive request still runs
+        assert len(h.generator.calls) == 1, "no batch line starts beside a running interactive request"
+        h.generator.hold.set()
+        assert (await online).status_code == 200
+        ended = asyncio.get_running_loop().time()
+        await h.until(created["id"], "completed")
+        first_line = h.generator.calls[1]
+        assert first_line.priority == 1 and asyncio.get_running_loop().time() - ended >= 0.5

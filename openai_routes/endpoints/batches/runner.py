@@ -5,8 +5,10 @@ One step at a time: claim a batch that needs a holder (validate it, finalize it,
 ``finalize.py``); else look whether a batch this worker runs lines of was cancelled or is finalizing (its lines
 here are aborted); else claim lines to run, as many as there is room for. Room is idle capacity: a worker runs at
 most ``lines_in_flight`` lines, and a line of a model starts only while that model's admission gate has
-``reserve`` sequences free beyond it and no request waits, so interactive requests keep their latency and batch
-lines fill what they leave. Each line goes through the app in-process (``dispatch.py``); its output (or error) line
+``reserve`` sequences free beyond it, no request waits, and no interactive request runs or ended in the last
+``cooldown`` seconds: while interactive traffic lasts, the lines in the engine drain and none replace them (the engine
+is shared: every line running slows an interactive request's first token), and when it pauses they fill the idle
+engine again. Each line goes through the app in-process (``dispatch.py``); its output (or error) line
 is written by the worker that holds it, once. A line refused for the moment (429, or 503 while the server drains or
 an engine is down) goes back to pending, for this worker or another. Claims are leases renewed every third of
 ``lease``: at a clean stop they are given back at once; after a SIGKILL they lapse and other workers (or the
@@ -21,6 +23,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 
 from starlette.types import ASGIApp
 
@@ -123,10 +126,12 @@ class BatchRunner:
         """The models with no idle room for a batch line, and how many lines the others have room for."""
         assert self.gates is not None
         full, room = [], 0
+        moment = time.monotonic()
         for model in self.registry.models():
             gate = self.gates.of(model)
             free = gate.capacity - self.limits.reserve - gate.in_use
-            if gate.waiters or free < 1:
+            quiet = not gate.interactive and moment - gate.interactive_at >= self.limits.cooldown
+            if gate.waiters or free < 1 or not quiet:
                 full.append(model.id)
             elif model.root == model.id:  # an adapter's room is its base's
                 room += free

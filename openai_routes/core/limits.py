@@ -61,7 +61,11 @@ class BatchLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    lines_in_flight: int = Field(default=16, ge=1, description="Batch lines a worker runs at once, at most.")
+    lines_in_flight: int = Field(
+        default=56,
+        ge=1,
+        description="Batch lines a worker runs at once, at most (56: the default gate's 64 less the reserve).",
+    )
     reserve: int = Field(
         default=8,
         ge=0,

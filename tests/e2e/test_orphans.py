@@ -30,10 +30,10 @@ from tests.e2e.conftest import CHAT_MODEL
 from tests.e2e.pool import ServerPool
 from tests.e2e.probes import wait_for
 from tests.e2e.server import Server, port_is_free, still_alive
+from tests.e2e.servers import KILLED_BATCH_LINES
 
 WORKER_MODULE = "_bentoml_impl.worker.service"
 WITHIN = 20  # seconds: the bound the issue sets
-KILLED_BATCH_LINES = 40
 
 
 def command_line(process: psutil.Process) -> str:
@@ -81,7 +81,7 @@ def start_batch(server: Server) -> str:
     client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key)
     lines = [{"custom_id": f"k{i}", "method": "POST", "url": "/v1/chat/completions",
               "body": {"model": CHAT_MODEL, "messages": [{"role": "user", "content": f"Count to {i + 20}."}],
-                       "max_tokens": 48}} for i in range(KILLED_BATCH_LINES)]  # fmt: skip
+                       "max_tokens": 32}} for i in range(KILLED_BATCH_LINES)]  # fmt: skip
     text = "\n".join(json.dumps(line) for line in lines)
     file_id = client.files.create(file=("lines.jsonl", text.encode()), purpose="batch").id
     batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")

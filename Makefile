@@ -82,10 +82,11 @@ container-tools:
 			echo ">>> no container builder: install Docker, or podman and mmdebstrap (apt-get install podman mmdebstrap)"; exit 1; \
 		fi; }
 
-# Load and fuzz runs against the real engine (64 streams, 100 disconnects, a saturated queue, a schemathesis sample;
-# tests marked `stress`), kept out of `make test`'s 15 minutes; CI runs them after it.
+# Load and fuzz runs against the real engine (64 streams, 100 disconnects, a saturated queue, a schemathesis sample),
+# the image tests (their server's boot) and the adapter import (tests marked `stress`), kept out of `make test`'s
+# 15 minutes; CI runs them after it.
 test-stress: models browser
-	$(BIN)/pytest tests/e2e -m stress $(PYTEST_ARGS)
+	$(BIN)/pytest tests/e2e tests/unit/test_import_adapter.py -m stress $(PYTEST_ARGS)
 
 # The container's own suite (CI runs it after `make test`): builds the image as `make container` does, runs it as
 # a user would, and removes every image, container and volume it made (~15 min on a fresh machine).

@@ -1,7 +1,7 @@
 """Every server the e2e tests start (``SPECS``, for ``tests.e2e.pool``), and the fixture names that need each.
 
 One server per distinct config, shared by every module that uses it; configs that do not conflict are merged
-(``tests/configs/vision.yaml``; the greedy model copy with auth disabled). A server a test ends (SIGTERM,
+(``tests/configs/queue-and-hermes.yaml``; the greedy model copy with auth disabled). A server a test ends (SIGTERM,
 SIGKILL, a killed engine) is used by that test alone, or by tests that run before it (``ends_server``): the drain
 test ends the default server (its SIGTERM is the default server's graceful stop), the grace test the first replica
 (its config has the 3-second grace), the arbiter's SIGKILL the second replica, the worker's the built Bento's, and
@@ -195,8 +195,11 @@ SPECS = [
     ServerSpec("default", ("server", "drain_server"), check_watchdog=True),
     ServerSpec("limited", ("limited",), config="tests/configs/limited.yaml"),
     ServerSpec("deadline", ("deadline_server",), config="tests/configs/short-deadline.yaml"),
+    ServerSpec("queue-and-hermes", ("engine_queue", "hermes"), config="tests/configs/queue-and-hermes.yaml"),
     ServerSpec(
-        "queue-and-hermes", ("engine_queue", "hermes", "vision", "vision_server"), config="tests/configs/vision.yaml"
+        "vision",
+        ("vision", "vision_server"),
+        config="tests/configs/vision.yaml",  # make test-stress only, for now
     ),
     ServerSpec("greedy-open", ("greedy_server", "open_server"), build=greedy_config),
     ServerSpec("store-first", ("first_life",), config=SHORT_GRACE, env=sqlite_store, key_group="store"),

@@ -81,7 +81,7 @@ def start_batch(server: Server) -> str:
     client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key)
     lines = [{"custom_id": f"k{i}", "method": "POST", "url": "/v1/chat/completions",
               "body": {"model": CHAT_MODEL, "messages": [{"role": "user", "content": f"Count to {i + 20}."}],
-                       "max_tokens": 32}} for i in range(KILLED_BATCH_LINES)]  # fmt: skip
+                       "max_tokens": 16}} for i in range(KILLED_BATCH_LINES)]  # fmt: skip
     text = "\n".join(json.dumps(line) for line in lines)
     file_id = client.files.create(file=("lines.jsonl", text.encode()), purpose="batch").id
     batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")

@@ -401,6 +401,7 @@ PASTE = """(encoded) => {
 }"""
 
 
+@pytest.mark.stress  # on the vision server, in make test-stress for now
 def test_images_attach_for_the_model_that_takes_them(chromium: Browser, vision_server: Server) -> None:
     visit = open_visit(chromium, vision_server.base_url)
     page, sent = visit.page, []

@@ -144,7 +144,7 @@ def test_stream_options_without_stream_raises_bad_request_error(client: openai.O
     assert info.value.status_code == 400 and info.value.param == "stream_options"
 
 
-# --- content parts this model cannot read --------------------------------------------------------------------
+# --- content parts this model cannot read (text only: images too, refused before anything is fetched) ---------
 
 UNSUPPORTED_PARTS = [
     ({"type": "image_url", "image_url": {"url": f"https://example.com/{SENTINEL}.png"}}, "image"),
@@ -160,7 +160,8 @@ def test_unsupported_content_part_is_400(
     content = [{"type": "text", "text": f"What is this? {SENTINEL}"}, part]
     body = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": 2}
     error = envelope(http.post(CHAT, json=body), 400)
-    assert (error["type"], error["param"]) == ("invalid_request_error", "messages[0].content[1]")
+    part_param = "messages[0].content[1]" + (".image_url" if kind == "image" else "")  # the image's own field
+    assert (error["type"], error["param"]) == ("invalid_request_error", part_param)
     assert f"does not accept {kind} input" in error["message"]
     answer = client.chat.completions.create(
         model=CHAT_MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2

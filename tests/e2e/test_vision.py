@@ -34,6 +34,8 @@ from tests.e2e.servers import CHAT_MODEL
 
 VLM = "tiny-vlm"
 
+pytestmark = pytest.mark.stress  # its server's boot does not fit in make test's 15 minutes yet
+
 
 @pytest.fixture(scope="module")
 def vision(pool: ServerPool) -> openai.OpenAI:

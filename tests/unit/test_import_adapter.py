@@ -62,7 +62,7 @@ def imported(home: Path, directory: Path, *name: str) -> str:
     return done.stdout
 
 
-@pytest.mark.slow  # PEFT makes the adapter; two processes import BentoML (and the service)
+@pytest.mark.stress  # 30 s: PEFT makes the adapter; two processes import BentoML (and the service)
 def test_an_imported_adapter_is_served_and_packaged_from_the_store(base: Path, peft_dir: Path, tmp_path: Path) -> None:
     home = tmp_path / "bentoml"
     assert "saved as" in imported(home, peft_dir, "--name", NAME)

@@ -382,7 +382,7 @@ def test_markdown_renders_as_elements_and_never_as_markup(visit: Visit, server: 
 @pytest.fixture
 def vision_server(pool: ServerPool) -> Server:
     """tiny-vlm (takes images) beside smollm2-hermes (text only): test_vision's server."""
-    return pool.get("queue-and-hermes")
+    return pool.get("vision")
 
 
 def png(width: int, height: int) -> bytes:

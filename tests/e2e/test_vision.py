@@ -39,7 +39,7 @@ pytestmark = pytest.mark.stress  # its server's boot does not fit in make test's
 
 @pytest.fixture(scope="module")
 def vision(pool: ServerPool) -> openai.OpenAI:
-    server = pool.get("queue-and-hermes")
+    server = pool.get("vision")
     return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0)
 
 

@@ -1,11 +1,13 @@
 """Every server the e2e tests start (``SPECS``, for ``tests.e2e.pool``), and the fixture names that need each.
 
 One server per distinct config, shared by every module that uses it; configs that do not conflict are merged
-(``tests/configs/queue-and-hermes.yaml``; the greedy model copy with auth disabled). A server a test ends (SIGTERM,
+(``tests/configs/queue-and-hermes.yaml``; ``tests/configs/generation-defaults.yaml``: the greedy model copy with auth
+disabled and a 10-second deadline). A server a test ends (SIGTERM,
 SIGKILL, a killed engine) is used by that test alone, or by tests that run before it (``ends_server``): the drain
 test ends the default server (its SIGTERM is the default server's graceful stop), the grace test the first replica
 (its config has the 3-second grace), the arbiter's SIGKILL the second replica, the worker's the built Bento's, and
-the LoRA restart test the lora server, whose second life (``after``) boots once it has exited.
+the LoRA stop test the lora server, whose second life (``after``) boots once it has exited, while other tests run
+(its only test, the restart's check, ends it, so it is the run's last).
 """
 
 from __future__ import annotations
@@ -194,14 +196,13 @@ def serves_again(server: Server) -> None:
 SPECS = [
     ServerSpec("default", ("server", "drain_server"), check_watchdog=True),
     ServerSpec("limited", ("limited",), config="tests/configs/limited.yaml"),
-    ServerSpec("deadline", ("deadline_server",), config="tests/configs/short-deadline.yaml"),
     ServerSpec("queue-and-hermes", ("engine_queue", "hermes"), config="tests/configs/queue-and-hermes.yaml"),
     ServerSpec(
         "vision",
         ("vision", "vision_server"),
         config="tests/configs/vision.yaml",  # make test-stress only, for now
     ),
-    ServerSpec("greedy-open", ("greedy_server", "open_server"), build=greedy_config),
+    ServerSpec("generation-defaults", ("greedy_server", "open_server", "deadline_server"), build=greedy_config),
     ServerSpec("store-first", ("first_life",), config=SHORT_GRACE, env=sqlite_store, key_group="store"),
     ServerSpec("store-second", ("second_life",), SHORT_GRACE, env=sqlite_store, key_group="store"),
     ServerSpec("replica-one", ("replicas", "grace_server"), config=SHORT_GRACE, env=postgres_store, key_group="store"),

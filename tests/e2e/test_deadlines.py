@@ -1,7 +1,6 @@
-"""Request deadlines, on a server with a 6-second deadline (``tests/configs/short-deadline.yaml``): a request
-still generating after 6 s is aborted in the engine and answered 504 (``code: timeout``), or ends with an error
-frame when streamed.
-"""
+"""Request deadlines, on a server with a 10-second deadline (``tests/configs/generation-defaults.yaml``, shared with
+the generation-defaults and open playground tests): a request still generating after 10 s is aborted in the engine
+and answered 504 (``code: timeout``), or ends with an error frame when streamed."""
 
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ from tests.e2e.probes import (
 )
 from tests.e2e.server import Server
 
-DEADLINE = 6.0
+DEADLINE = 10.0
 CHAT = "/v1/chat/completions"
 MESSAGES: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "Write a long story about a lighthouse keeper."}
@@ -34,7 +33,7 @@ MESSAGES: list[ChatCompletionMessageParam] = [
 
 @pytest.fixture(scope="module")
 def deadline_server(pool: ServerPool) -> Server:
-    return pool.get("deadline")
+    return pool.get("generation-defaults")
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ PROMPT = "Once upon a time, in a small village by the sea,"
 
 @pytest.fixture(scope="module")
 def greedy_server(pool: ServerPool) -> Server:
-    return pool.get("greedy-open")
+    return pool.get("generation-defaults")
 
 
 @pytest.fixture(scope="module")

@@ -159,7 +159,7 @@ def prompt_tokens(http: httpx.Client, messages: list[dict[str, Any]], model: str
 def open_server(pool: ServerPool) -> Server:
     """The chat model alone (and its alias), with ``auth.mode: disabled``: the greedy copy of
     test_generation_defaults, whose server this test shares (``tests/configs/generation-defaults.yaml``)."""
-    return pool.get("greedy-open")
+    return pool.get("generation-defaults")
 
 
 @pytest.mark.slow

@@ -49,11 +49,13 @@ def reused() -> bool:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests outside ``tests/e2e`` (the unit tests) run first, while the first servers boot; then the tests of
-    each server run together; a test marked ``ends_server`` moves after the last other test that uses one of its
-    servers."""
+    each server run together, those of a second life (a spec's ``after``) last, so that it boots while other tests
+    run; a test marked ``ends_server`` moves after the last other test that uses one of its servers."""
     here = Path(__file__).parent
     items.sort(key=lambda item: here in item.path.parents)  # stable: each half keeps its order
     group_by_server(items)
+    second_lives = {spec.name for spec in SPECS if spec.after}
+    items.sort(key=lambda item: bool(specs_of(item, SPECS) & second_lives))  # stable
     for ender in [item for item in items if item.get_closest_marker("ends_server")]:
         ends = specs_of(ender, SPECS)
         items.remove(ender)

@@ -2,13 +2,13 @@
 
 One server per distinct config, shared by every module that uses it; configs that do not conflict are merged
 (``tests/configs/queue-and-hermes.yaml``; ``tests/configs/generation-defaults.yaml``: the greedy model copy with auth
-disabled and a 10-second deadline). A server a test ends (SIGTERM,
-SIGKILL, a killed engine) is used by that test alone, or by tests that run before it (``ends_server``): the drain
-test ends the default server (its SIGTERM is the default server's graceful stop), the grace test the first replica
-(its config has the 3-second grace), the arbiter's SIGKILL the second replica, the worker's the built Bento's, and
-the LoRA stop test the lora server, whose second life (``after``) boots once it has exited, while other tests run
-(its only test, the restart's check, ends it, so it is the run's last).
-"""
+disabled and a 10-second deadline; the lora server's two lives are also the store's graceful restart). A server a
+test ends (SIGTERM, SIGKILL, a killed engine) is used by that test alone, or by tests that run before it
+(``ends_server``): the drain test ends the default server (its SIGTERM is the default server's graceful stop), the
+grace test the first replica (its config has the 3-second grace), the arbiter's SIGKILL the second replica, the
+worker's the built Bento's, the store's first life (a stream cut by the end of the grace) the lora server, and the
+store's SIGKILL during writes its second life (``after``), which boots once the first has exited, while other tests
+run: the tests that need a second life run last (tests/e2e/conftest.py)."""
 
 from __future__ import annotations
 
@@ -119,8 +119,10 @@ def lora_restart(pool: ServerPool, server: Server) -> None:
     server.config = pool.started["lora"].server.config
 
 
-def admin_key(_pool: ServerPool, _directory: Path) -> dict[str, str]:
-    return {"BENTO_OAI_ADMIN_KEYS": ADMIN_KEY}
+def lora_env(pool: ServerPool, directory: Path) -> dict[str, str]:
+    """Both lives of the lora server: the admin key, and one SQLite store (the graceful restart's, see
+    ``sqlite_store``)."""
+    return {"BENTO_OAI_ADMIN_KEYS": ADMIN_KEY, **sqlite_store(pool, directory)}
 
 
 def bentoml_cli(*args: str, cwd: Path = ROOT) -> str:
@@ -153,8 +155,8 @@ def built_bento(pool: ServerPool, server: Server) -> None:
 
 
 def sqlite_store(pool: ServerPool, _directory: Path) -> dict[str, str]:
-    """One SQLite file for the graceful-restart servers (the first writes it, the second reads it once the first has
-    stopped)."""
+    """One SQLite file for the graceful restart's two lives (the first writes it, the second reads it once the first
+    has stopped)."""
     return {"BENTO_OAI_STORE_URL": f"sqlite+aiosqlite:///{sqlite_dir(pool) / 'responses.db'}"}
 
 
@@ -203,13 +205,13 @@ SPECS = [
         config="tests/configs/vision.yaml",  # make test-stress only, for now
     ),
     ServerSpec("generation-defaults", ("greedy_server", "open_server", "deadline_server"), build=greedy_config),
-    ServerSpec("store-first", ("first_life",), config=SHORT_GRACE, env=sqlite_store, key_group="store"),
-    ServerSpec("store-second", ("second_life",), SHORT_GRACE, env=sqlite_store, key_group="store"),
     ServerSpec("replica-one", ("replicas", "grace_server"), config=SHORT_GRACE, env=postgres_store, key_group="store"),
     ServerSpec(
         "replica-two", ("replicas", "arbiter_victim"), config=SHORT_GRACE, env=postgres_store, key_group="store"
     ),
     ServerSpec("bento", ("bento_server", "worker_victim"), build=built_bento, settle=serves_again),
-    ServerSpec("lora", ("lora_server",), build=lora_config, env=admin_key),
-    ServerSpec("lora-again", ("lora_again",), build=lora_restart, env=admin_key, key_group="lora", after="lora"),
+    ServerSpec("lora", ("lora_server", "first_life"), build=lora_config, env=lora_env, key_group="store"),
+    ServerSpec(
+        "lora-again", ("lora_again", "second_life"), build=lora_restart, env=lora_env, key_group="store", after="lora"
+    ),
 ]

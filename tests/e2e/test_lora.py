@@ -184,30 +184,26 @@ class BeforeRestart:
     state_file: Path  # the run-time adapters' list, in the config's data dir (both lives')
 
 
-@pytest.mark.ends_server
-def test_a_graceful_stop_leaves_the_run_time_adapters_for_the_next_life(
+def test_adapters_loaded_before_the_restart(
     lora_server: Server, lora_client: openai.OpenAI, reference: dict[str, str]
 ) -> None:
-    """Two adapters loaded at run time (other weights than the config's), one unloaded again, then a graceful stop.
-    The second life boots while other tests run; the test below, at the run's end, checks it (``before_restart``)."""
+    """Two adapters loaded at run time (other weights than the config's), one unloaded again; then the server stops
+    gracefully (the store's first life in test_responses_store.py stops it, after this module) and its second life
+    boots while other tests run; the test below, among the run's last, checks it (``before_restart``)."""
     for name in (KEPT, DROPPED):
         loaded = admin(lora_server, "load_lora_adapter", {"lora_name": name, "lora_path": "other"})
         assert loaded.status_code == 200, loaded.text
     assert admin(lora_server, "unload_lora_adapter", {"lora_name": DROPPED}).status_code == 200
     kept_answer = chat(lora_client, KEPT)
     assert kept_answer[0] not in (reference["adapter"], reference["base"]), "other weights, another answer"
-    lora_server.stop()  # SIGTERM, then the whole tree's exit
-    assert not lora_server.killed, f"processes of the server left running after SIGTERM: {lora_server.killed}"
     lora_server.notes["before_restart"] = BeforeRestart(kept_answer, lora_server.log_path.parent / "lora_adapters.json")
 
 
 @pytest.fixture(scope="module")
 def before_restart(pool: ServerPool) -> BeforeRestart:
-    """What the test above left: it runs first (the lora server's last test; this one is the run's last)."""
+    """What the test above left (it runs among the lora server's tests; this one among the run's last)."""
     first = pool.started.get("lora")
-    assert first is not None and "before_restart" in first.server.notes, (
-        "test_a_graceful_stop_leaves_the_run_time_adapters_for_the_next_life must run first"
-    )
+    assert first is not None and "before_restart" in first.server.notes, "test_adapters_loaded_before_the_restart first"
     kept: BeforeRestart = first.server.notes["before_restart"]
     return kept
 
@@ -218,7 +214,6 @@ def lora_again(pool: ServerPool, before_restart: BeforeRestart) -> Server:
     return pool.get("lora-again")
 
 
-@pytest.mark.ends_server
 def test_adapters_loaded_at_run_time_are_served_again_after_a_restart(
     lora_again: Server, before_restart: BeforeRestart
 ) -> None:

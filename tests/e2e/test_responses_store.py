@@ -10,10 +10,10 @@
 - Two servers on one real PostgreSQL (pgserver, started here in a temporary directory): what one writes, the
   other reads, lists, chains on, polls, cancels and deletes; another key sees none of it on either.
 
-``tests/configs/short-grace.yaml`` serves the chat model alone (one engine starts faster than the default
-config's two) with a 3-second grace. Four servers (``tests.e2e.servers``), all booted ahead by the pool: the first two
-on one SQLite file (the second is asked nothing until the first has stopped), and the replicas (test_orphans then
-SIGKILLs the second replica's arbiter).
+Four servers (``tests.e2e.servers``), booted ahead by the pool, each with a 3-second grace: the restart's two lives
+are the lora server's (``tests/configs/lora.yaml``: the chat model alone, its LoRA engine on, one SQLite file for
+both; the second boots once the first has stopped, while other tests run, so its tests are among the run's last),
+and the replicas (``tests/configs/short-grace.yaml``; test_orphans then SIGKILLs the second replica's arbiter).
 """
 
 from __future__ import annotations
@@ -202,7 +202,9 @@ class FirstLife:
 
 @pytest.fixture(scope="module")
 def first_life(pool: ServerPool) -> FirstLife:
-    srv = pool.get("store-first")
+    """The lora server (``tests/configs/lora.yaml``, SQLite, a 3-second grace), after test_lora's tests: what it
+    writes, then its graceful stop with a background response and a stream running."""
+    srv = pool.get("lora")
     try:
         with session(srv) as http:
             items = [
@@ -226,15 +228,28 @@ def first_life(pool: ServerPool) -> FirstLife:
         srv.stop()  # SIGTERM, then the tree's exit
     assert not srv.killed, f"processes of the server left running after it stopped: {srv.killed}"
     thread.join(30)
-    return FirstLife(stored, chained, input_items, deleted_id, background["id"], stream, state)
+    lived = srv.notes["first_life"] = FirstLife(
+        stored, chained, input_items, deleted_id, background["id"], stream, state
+    )
+    return lived
 
 
 @pytest.fixture(scope="module")
-def second_life(pool: ServerPool, first_life: FirstLife) -> Server:
-    """A new server on the first one's SQLite file (the kill test ends it)."""
-    return pool.get("store-second")
+def first_life_left(pool: ServerPool) -> FirstLife:
+    """What ``first_life`` left: its test ran among the lora server's; the second life's tests are the run's last."""
+    first = pool.started.get("lora")
+    assert first is not None and "first_life" in first.server.notes, "the stream-cut test first"
+    lived: FirstLife = first.server.notes["first_life"]
+    return lived
 
 
+@pytest.fixture(scope="module")
+def second_life(pool: ServerPool, first_life_left: FirstLife) -> Server:
+    """A new server on the first one's SQLite file and config (the kill test ends it)."""
+    return pool.get("lora-again")
+
+
+@pytest.mark.ends_server
 def test_a_stream_cut_by_the_end_of_the_grace_ends_with_an_error_event(first_life: FirstLife) -> None:
     """OpenAI's way: an ``error`` event in the stream's own framing and numbering, and no ``[DONE]``."""
     stream = first_life.stream
@@ -248,8 +263,9 @@ def test_a_stream_cut_by_the_end_of_the_grace_ends_with_an_error_event(first_lif
 
 
 def test_graceful_restart_keeps_stored_responses(
-    first_life: FirstLife, second_life: Server, other_store_key: str
+    first_life_left: FirstLife, second_life: Server, other_store_key: str
 ) -> None:
+    first_life = first_life_left
     stored, chained = first_life.stored, first_life.chained
     with session(second_life) as http:
         assert fetch(http, stored["id"]) == stored
@@ -275,9 +291,11 @@ def test_graceful_restart_keeps_stored_responses(
         assert_same_run(third, oracle)
 
 
-def test_a_background_response_running_at_shutdown_reads_failed(first_life: FirstLife, second_life: Server) -> None:
+def test_a_background_response_running_at_shutdown_reads_failed(
+    first_life_left: FirstLife, second_life: Server
+) -> None:
     with session(second_life) as http:
-        background = fetch(http, first_life.background_id)
+        background = fetch(http, first_life_left.background_id)
     assert background["status"] == "failed", background["status"]
     check(background, Response)  # every field, its error's too
     assert background["error"] and background["error"]["message"], background["error"]
@@ -330,6 +348,7 @@ def kill_everything(server: Server) -> list[psutil.Process]:
     return processes
 
 
+@pytest.mark.ends_server
 async def test_sigkill_while_writing_leaves_every_answered_response_readable(
     second_life: Server, key: str, sqlite_dir: Path
 ) -> None:

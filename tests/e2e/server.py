@@ -34,6 +34,7 @@ BENTOML = Path(sys.executable).parent / "bentoml"
 # the same 2 cores, and engines whose OpenMP threads are pinned to both cores wait on each other at every barrier
 # (measured: the Agents SDK's function-tool test took 67 s instead of 18 s, the whole suite 14m18 instead of ~12).
 SHARED_CPU_ENV = {"VLLM_CPU_OMP_THREADS_BIND": "auto", "VLLM_CPU_NUM_OF_RESERVED_CPU": "1"}
+PORT_TRIES = 3  # launches of one server, when its port was taken meanwhile (wait_ready)
 USER_BENTOML_HOME = Path(os.path.expandvars(os.environ.get("BENTOML_HOME", "~/bentoml"))).expanduser()  # as BentoML
 
 
@@ -169,9 +170,17 @@ class Server:
             )
 
     def wait_ready(self, timeout: float = 600) -> None:
+        """Until ``/readyz`` answers 200. A port taken since ``free_port`` chose it (by another program's server, or
+        an engine's own sockets) gets the server a new one, up to ``PORT_TRIES`` times."""
         deadline = self.launched + timeout
+        tries = 1
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
+                if tries < PORT_TRIES and "Address already in use" in self.log_tail(10):
+                    tries += 1
+                    self.port = free_port()
+                    self.launch()
+                    continue
                 raise RuntimeError(f"bentoml serve exited early; log tail:\n{self.log_tail()}")
             if self.is_ready():
                 break

@@ -52,6 +52,7 @@ class ServerSpec:
     key_group: str = ""  # servers of one group share their API keys (a store's records belong to a key)
     after: str = ""  # a restart: boots only once this server's `bentoml serve` has exited (it reads what that left)
     check_watchdog: bool = False  # at its stop: within STOP_WITHIN and no watchdog line in its log
+    hosts: tuple[str, ...] = ()  # /etc/hosts lines of its own (``Server.hosts``: a mount namespace, root only)
 
 
 def specs_of(item: pytest.Item, specs: Iterable[ServerSpec]) -> set[str]:
@@ -148,7 +149,7 @@ class ServerPool:
             env = {"BENTO_OAI_STORE_URL": store_url(directory), "BENTO_OAI_API_KEYS": f"{key},{other}"}
             server = Server(
                 port=free_port(), api_key=key, log_path=directory / "serve.log", announce=self.note,
-                config=spec.config, extra_env=env,
+                config=spec.config, extra_env=env, hosts=spec.hosts,
             )  # fmt: skip
             started = self.started[name] = Started(spec, server)
             self.boots.put(started)

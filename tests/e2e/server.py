@@ -8,6 +8,10 @@ Each server gets a BentoML home of its own (``bentoml_home``): a starting server
 ``$BENTOML_HOME/prometheus_multiproc_dir``, so servers sharing the user's home would wipe each other's counters.
 The home links the user's model and Bento stores and dtype decisions, so the same models (and built Bentos) are
 served as the user's.
+
+A server may resolve names of its own (``hosts``, as root): it then runs in a mount namespace of its own whose
+``/etc/hosts`` is the machine's plus those lines (``with_hosts``), so made-up names reach test servers while the
+machine's own file, and every other process, are untouched.
 """
 
 from __future__ import annotations
@@ -60,6 +64,18 @@ def bentoml_home(directory: Path) -> Path:
             (USER_BENTOML_HOME / store).mkdir(parents=True, exist_ok=True)
             link.symlink_to(USER_BENTOML_HOME / store, target_is_directory=True)
     return home
+
+
+def with_hosts(command: list[str], hosts: tuple[str, ...], directory: Path) -> list[str]:
+    """``command`` in a private mount namespace whose ``/etc/hosts`` (bind-mounted) is the machine's plus ``hosts``
+    (lines like ``45.33.32.156 images.example.com``). ``unshare`` and then ``sh`` exec into ``command``, so the
+    process started is the server itself: its tree, its signals and its stop are those of a plain launch."""
+    if os.geteuid() != 0:
+        raise RuntimeError("a server with hosts of its own needs root (unshare --mount, mount --bind)")
+    path = directory / "hosts"
+    path.write_text(Path("/etc/hosts").read_text().rstrip("\n") + "\n" + "".join(f"{line}\n" for line in hosts))
+    script = 'mount --bind "$1" /etc/hosts && shift && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(path), *command]
 
 
 def port_is_free(port: int) -> bool:
@@ -129,6 +145,7 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     target: str = "service:BentoOAI"  # or a built Bento's tag (its build-time config then wins over ``config``)
     host: str = "127.0.0.1"
+    hosts: tuple[str, ...] = ()  # /etc/hosts lines of its own (with_hosts; root only)
     cwd: Path = ROOT  # a Bento needs no source tree: serve it from elsewhere to prove it
     announce: Callable[[str], None] = print  # progress lines: engine start is long, never a silent terminal
     started_tree: list[psutil.Process] = field(default_factory=list)
@@ -160,6 +177,8 @@ class Server:
             "--arg",
             f"config={self.config}",
         ]
+        if self.hosts:
+            command = with_hosts(command, self.hosts, self.log_path.parent)
         self.announce(
             f"starting `bentoml serve {self.target}` ({self.config}) on port {self.port}; engines take ~1 min"
         )

@@ -31,6 +31,18 @@ GREEDY = {"do_sample": True, "temperature": 1.0, "top_k": 1}
 SHORT_GRACE = "tests/configs/short-grace.yaml"
 DEFAULT_CONFIG = "configs/default.yaml"
 
+# The names of the image-fetch server's own /etc/hosts (test_image_fetch.py). PUBLIC_ADDRESS (scanme.nmap.org's) is
+# added to this machine's loopback interface while those tests run, so that their HTTP server has a public address.
+PUBLIC_ADDRESS = "45.33.32.156"
+ALLOWED_HOST = "images.example.com"  # in the config's allowed_domains
+OTHER_HOST = "images.example.net"  # public too, not in allowed_domains
+LOOPBACK_HOST = "loopback.example.com"  # allowed, but its DNS answer is loopback
+MIXED_HOST = "mixed.example.com"  # allowed, resolves to the public address and to loopback
+IMAGE_HOSTS = (
+    f"{PUBLIC_ADDRESS} {ALLOWED_HOST} {OTHER_HOST} {MIXED_HOST}",
+    f"127.0.0.1 {LOOPBACK_HOST} {MIXED_HOST}",
+)
+
 
 def greedy_copy(target: Path) -> Path:
     """The store's chat model with a greedy ``generation_config.json`` (weights linked, not copied)."""
@@ -204,6 +216,7 @@ SPECS = [
         ("vision", "vision_server"),
         config="tests/configs/vision.yaml",  # make test-stress only, for now
     ),
+    ServerSpec("image-fetch", ("image_fetch",), config="tests/configs/image-fetch.yaml", hosts=IMAGE_HOSTS),
     ServerSpec("generation-defaults", ("greedy_server", "open_server", "deadline_server"), build=greedy_config),
     ServerSpec("replica-one", ("replicas", "grace_server"), config=SHORT_GRACE, env=postgres_store, key_group="store"),
     ServerSpec(

@@ -5,11 +5,10 @@ the part, after which the server still serves.
 
 Image URLs the server must not fetch (its own loopback over IPv4 and IPv6, the cloud metadata address, ``localhost``)
 are refused with a 400 naming the part, without the URL's query, and a real HTTP server listening on those loopback
-addresses records no request. What needs a public address cannot be tested against the real server here: a redirect
-to loopback needs a public first hop, and "fetched only when allowed" (``media.allowed_domains``) needs a
-public-looking name resolving to a test server; this machine has no public address, and the service has no switch
-that would exempt one (it must not have one). ``tests/unit/test_image_fetch.py`` covers both through the fetcher's
-test seam (``image_fetch.Network``), as it covers ``media.remote_fetch: false``, which no test server's config sets.
+addresses records no request. What needs a public address and names of its own (a redirect to loopback from a
+public first hop, public-looking names resolving to loopback, "fetched only when allowed" by ``media.allowed_domains``)
+is in ``test_image_fetch.py``, on a server of its own: an allowlist here would refuse these URLs before their address
+is checked. ``tests/unit/test_image_fetch.py`` covers ``media.remote_fetch: false``, which no test server's config sets.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ models: install
 	@$(BIN)/python scripts/decide_dtype.py $(CONFIG)
 	@if [ -n "$(ADAPTER)" ]; then $(BIN)/python scripts/import_adapter.py "$(ADAPTER)" $(if $(ADAPTER_NAME),--name "$(ADAPTER_NAME)"); fi
 
-# A tiny random vision-language model (Idefics3, SmolLM2's tokenizer) in the BentoML store as `tiny-vlm`, for tests.
+# A tiny random vision-language model (PaddleOCR-VL, SmolLM2's tokenizer) in the BentoML store as `tiny-vlm`, for tests.
 tiny-vlm: install
 	@$(BIN)/python scripts/import_models.py smollm2-135m-instruct
 	@$(BIN)/python scripts/tiny_vlm.py

@@ -1,7 +1,7 @@
-"""Images in, through the real engine: ``tiny-vlm`` (a tiny random Idefics3, ``make tiny-vlm``) on the server of
-``tests/configs/vision.yaml``, with the official SDK. Its answers are noise; what is checked is the path: image
-parts reach the engine as images (the prompt grows by the engine's image tokens), and bad images are 400s naming
-the part, after which the server still serves.
+"""Images in, through the real engine: ``tiny-vlm`` (a tiny random PaddleOCR-VL, ``make tiny-vlm``) on the server
+of ``tests/configs/vision.yaml``, with the official SDK. Its answers are noise; what is checked is the path: image
+parts reach the engine as images (the prompt grows by the engine's image tokens, more for a larger image), and bad
+images are 400s naming the part, after which the server still serves.
 
 Image URLs the server must not fetch (its own loopback over IPv4 and IPv6, the cloud metadata address, ``localhost``)
 are refused with a 400 naming the part, without the URL's query, and a real HTTP server listening on those loopback
@@ -64,14 +64,15 @@ def ask(client: openai.OpenAI, *images: str, model: str = VLM) -> int:
     return reply.usage.prompt_tokens
 
 
-def test_an_image_costs_the_engines_image_tokens(vision: openai.OpenAI) -> None:
+def test_an_images_tokens_grow_with_its_size(vision: openai.OpenAI) -> None:
     text_only = ask(vision)
-    wide = ask(vision, data_url(png(256, 32)))  # 4 x 1 tiles of 64 pixels + the whole image
-    square = ask(vision, data_url(png(256, 256)))  # 4 x 4 tiles + the whole image
-    assert text_only < wide < square, (text_only, wide, square)
-    assert square - text_only > 16 * 4  # 17 tiles of 4 image tokens each, at least
-    two = ask(vision, data_url(png(256, 32)), data_url(png(256, 256)))
-    assert two - text_only == (wide - text_only) + (square - text_only)
+    small, medium, big, large = (ask(vision, data_url(png(side, side))) for side in (64, 128, 256, 512))
+    assert text_only < small < medium < big < large, (text_only, small, medium, big, large)
+    assert large - small == 256 - 4  # tiny-vlm: a token per 28 x 28 pixels, at most 256 (scripts/tiny_vlm.py)
+    wide = ask(vision, data_url(png(512, 64)))  # the long side of 512, the pixels of a 181 x 181 square
+    assert medium < wide < big, (medium, wide, big)
+    two = ask(vision, data_url(png(64, 64)), data_url(png(512, 512)))
+    assert two - text_only == (small - text_only) + (large - text_only)
 
 
 def test_streaming_and_n_with_an_image(vision: openai.OpenAI) -> None:
@@ -109,7 +110,7 @@ def test_responses_input_image_by_data_url_and_by_file_id(vision: openai.OpenAI)
                                             {"type": "input_text", "text": "What is this?"}]}],
     )  # fmt: skip
     assert by_url.usage is not None and by_file.usage is not None
-    assert by_url.usage.input_tokens == by_file.usage.input_tokens > 16 * 4
+    assert by_url.usage.input_tokens == by_file.usage.input_tokens > 9 * 9  # 256 x 256 pixels: 9 x 9 image tokens
     assert by_url.status in ("completed", "incomplete") and by_file.status in ("completed", "incomplete")  # noise
 
 

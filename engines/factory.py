@@ -50,6 +50,9 @@ def start_model(model: ModelConfig, model_path: str, shutdown_grace: float, on_c
     started = time.monotonic()
     engine = start_engine(model, model_path, shutdown_grace, on_cpu)
     logger.info("%s ready in %.0f s", model.id, time.monotonic() - started)
+    if isinstance(engine, VLLMGenerator):
+        defaults = engine.capabilities.sampling_defaults or "vLLM's neutral ones"
+        logger.info("%s: sampling defaults for requests that omit them: %s", model.id, defaults)
     return ServedModel(model.id, model.task, engine, model.owned_by, int(time.time()), tuple(model.aliases))
 
 

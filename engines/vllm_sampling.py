@@ -4,15 +4,12 @@ unset, streamed deltas, structured outputs, and vLLM's refusals translated (``vl
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 from engines.generation_defaults import resolve_defaults, with_defaults
 from engines.vllm_errors import translate
 from openai_routes.core.engine import SamplingOptions, StructuredOutput
-
-logger = logging.getLogger(__name__)
 
 OPTIONAL_SAMPLING = (
     "temperature",
@@ -39,7 +36,6 @@ def checked_defaults(model_config: Any, overrides: Mapping[str, float | int] | N
         SamplingParams(**defaults)
     except Exception as exc:
         raise ValueError(f"invalid generation defaults {defaults}: {exc}") from exc
-    logger.info("sampling defaults for requests that omit them: %s", defaults or "vLLM's neutral ones")
     return defaults
 
 

@@ -1,8 +1,8 @@
 """Every server the e2e tests start (``SPECS``, for ``tests.e2e.pool``), and the fixture names that need each.
 
 One server per distinct config, shared by every module that uses it; configs that do not conflict are merged
-(``tests/configs/queue-and-hermes.yaml``; ``tests/configs/generation-defaults.yaml``: the greedy model copy with auth
-disabled and a 10-second deadline; the lora server's two lives are also the store's graceful restart). A server a
+(``tests/configs/generation-defaults.yaml``: the greedy model copy and the Hermes-template model, auth disabled, a
+10-second deadline; the lora server's two lives are also the store's graceful restart). A server a
 test ends (SIGTERM, SIGKILL, a killed engine) is used by that test alone, or by tests that run before it
 (``ends_server``): the drain test ends the default server (its SIGTERM is the default server's graceful stop), the
 grace test the first replica (its config has the 3-second grace), the arbiter's SIGKILL the second replica, the
@@ -210,14 +210,17 @@ def serves_again(server: Server) -> None:
 SPECS = [
     ServerSpec("default", ("server", "drain_server"), check_watchdog=True),
     ServerSpec("limited", ("limited",), config="tests/configs/limited.yaml"),
-    ServerSpec("queue-and-hermes", ("engine_queue", "hermes"), config="tests/configs/queue-and-hermes.yaml"),
     ServerSpec(
         "vision",
         ("vision", "vision_server"),
         config="tests/configs/vision.yaml",  # make test-stress only, for now
     ),
     ServerSpec("image-fetch", ("image_fetch",), config="tests/configs/image-fetch.yaml", hosts=IMAGE_HOSTS),
-    ServerSpec("generation-defaults", ("greedy_server", "open_server", "deadline_server"), build=greedy_config),
+    ServerSpec(
+        "generation-defaults",
+        ("greedy_server", "open_server", "deadline_server", "engine_queue", "hermes"),
+        build=greedy_config,
+    ),
     ServerSpec("replica-one", ("replicas", "grace_server"), config=SHORT_GRACE, env=postgres_store, key_group="store"),
     ServerSpec(
         "replica-two", ("replicas", "arbiter_victim"), config=SHORT_GRACE, env=postgres_store, key_group="store"

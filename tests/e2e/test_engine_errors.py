@@ -86,8 +86,8 @@ def test_the_sdk_raises_bad_request_for_an_uncompilable_schema(client: openai.Op
 
 @pytest.fixture(scope="module")
 def engine_queue(pool: ServerPool) -> Server:
-    """``tests/configs/vision.yaml``: the chat weights with vLLM's queue of 2 (test_hermes' engine)."""
-    return pool.get("queue-and-hermes")
+    """``tests/configs/generation-defaults.yaml``: the chat weights with vLLM's queue of 2 (test_hermes' engine)."""
+    return pool.get("generation-defaults")
 
 
 QUEUE_MODEL = "smollm2-hermes"  # its chat template renders tools the Hermes way; this test sends none

@@ -3,9 +3,8 @@
 The server of this module serves a copy of the default chat model whose ``generation_config.json`` is greedy
 (``top_k: 1`` at ``temperature: 1.0``): the copy links the store's files and writes its own generation config,
 and the config (``tests/configs/generation-defaults.yaml``) is rewritten to serve it from that path
-(``tests.e2e.servers.greedy_config``; the playground's no-key test shares it). Requests that set nothing answer as at
-temperature 0; a request that sets ``top_k`` itself samples.
-"""
+(``tests.e2e.servers.greedy_config``; the playground's no-key, deadline and Hermes tests share it). Requests that set
+nothing answer as at temperature 0; a request that sets ``top_k`` itself samples."""
 
 from __future__ import annotations
 
@@ -60,6 +59,7 @@ def test_a_request_that_sets_top_k_samples(greedy_client: openai.OpenAI) -> None
 
 
 def test_the_effective_defaults_are_logged_once(greedy_server: Server) -> None:
-    lines = [line for line in server_log(greedy_server).splitlines() if "sampling defaults for requests" in line]
+    logged = f"{CHAT_MODEL}: sampling defaults for requests"
+    lines = [line for line in server_log(greedy_server).splitlines() if logged in line]
     assert len(lines) == 1, lines
     assert "'top_k': 1" in lines[0] and "'temperature': 1.0" in lines[0]

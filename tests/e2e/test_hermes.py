@@ -1,5 +1,5 @@
 """The native tool-parser path on CPU: the default weights served as ``smollm2-hermes`` with the Hermes-style
-template from ``configs/templates`` and vLLM's ``hermes`` parser (``tests/configs/vision.yaml``, whose
+template from ``configs/templates`` and vLLM's ``hermes`` parser (``tests/configs/generation-defaults.yaml``, whose
 engine also serves test_engine_errors' queue-overflow test)."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ ASK: Any = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 @pytest.fixture(scope="module")
 def hermes(pool: ServerPool) -> openai.OpenAI:
-    server = pool.get("queue-and-hermes")
+    server = pool.get("generation-defaults")
     return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0, timeout=120)
 
 

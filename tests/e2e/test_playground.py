@@ -157,8 +157,8 @@ def prompt_tokens(http: httpx.Client, messages: list[dict[str, Any]], model: str
 
 @pytest.fixture
 def open_server(pool: ServerPool) -> Server:
-    """The chat model alone (and its alias), with ``auth.mode: disabled``: the greedy copy of
-    test_generation_defaults, whose server this test shares (``tests/configs/generation-defaults.yaml``)."""
+    """The greedy copy of the chat model (and its alias) of test_generation_defaults, beside test_hermes' model, with
+    ``auth.mode: disabled``: their server, which this test shares (``tests/configs/generation-defaults.yaml``)."""
     return pool.get("generation-defaults")
 
 
@@ -168,7 +168,7 @@ def test_with_auth_disabled_the_page_asks_no_key(chromium: Browser, open_server:
     try:
         page = visit.page
         page.goto("/")
-        assert models_loaded(page) == [CHAT_MODEL, "smollm2"]
+        assert models_loaded(page) == [CHAT_MODEL, "smollm2", "smollm2-hermes"]
         assert page.locator("#key-form").is_hidden() and page.locator("#notice").is_hidden()
         set_sampling(page, "0", "32")
         answer = ask(page, QUESTION)

@@ -37,12 +37,23 @@ EMBEDDING_MODEL = "all-minilm-l6-v2"
 GRACE = 30  # configs/default.yaml's limits.shutdown_grace
 
 
+def podman_env() -> dict[str, str]:
+    return {"CONTAINERS_CONF": str(ROOT / "container" / "containers.conf"), **os.environ}
+
+
 def podman(*args: str, check: bool = True) -> str:
-    env = {"CONTAINERS_CONF": str(ROOT / "container" / "containers.conf"), **os.environ}
-    result = subprocess.run([RUNTIME, *args], capture_output=True, text=True, env=env)
+    result = subprocess.run([RUNTIME, *args], capture_output=True, text=True, env=podman_env())
     if check and result.returncode:
         raise AssertionError(f"{RUNTIME} {' '.join(args)} failed: {result.stderr[-2000:]}")
     return result.stdout
+
+
+def container_log(name: str) -> str:
+    """The container's output, both streams (``podman logs`` replays the service's stderr on its own stderr)."""
+    logs = subprocess.run(
+        [RUNTIME, "logs", name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=podman_env()
+    )
+    return logs.stdout
 
 
 def image_ids() -> set[str]:
@@ -136,6 +147,8 @@ def first(built: Built, volume: str) -> Iterator[Container]:
     name = f"bento-oai-test-{secrets.token_hex(4)}"
     # The first start on a new volume also decides `dtype: auto` (about a minute); a restart reads the record.
     container = run_container(built.image, name, volume, key=f"sk-test-{secrets.token_urlsafe(16)}")
+    decided = [line for line in container_log(name).splitlines() if "dtype auto" in line]
+    print("\n".join(decided))  # the machine's decision inside the container, in the test log
     yield container
     podman("rm", "--force", name, check=False)
 

@@ -147,6 +147,18 @@ def test_an_allowed_public_name_is_fetched_once(image_fetch: openai.OpenAI, publ
     assert public.seen == [(f"/cat.png?{SECRET}", f"{ALLOWED_HOST}:{public.port}")], public.seen
 
 
+def test_a_responses_input_image_by_url_is_fetched_once(image_fetch: openai.OpenAI, public: Recorder) -> None:
+    url = f"http://{ALLOWED_HOST}:{public.port}/dog.png"
+    text: Any = {"type": "input_text", "text": "What is this?"}
+    bare = image_fetch.responses.create(model=VLM, max_output_tokens=16, input=[{"role": "user", "content": [text]}])
+    seen = image_fetch.responses.create(
+        model=VLM, max_output_tokens=16,
+        input=[{"role": "user", "content": [{"type": "input_image", "image_url": url, "detail": "auto"}, text]}],
+    )  # fmt: skip
+    assert seen.usage is not None and bare.usage is not None and seen.usage.input_tokens > bare.usage.input_tokens
+    assert public.seen == [("/dog.png", f"{ALLOWED_HOST}:{public.port}")], public.seen
+
+
 NOT_PUBLIC = "points to an address that is not public"
 REFUSED = {
     "name-not-allowed": (f"http://{OTHER_HOST}:{{public}}/cat.png", "", "does not fetch images from"),

@@ -115,7 +115,7 @@ def run_container(image: str, name: str, volume: str, key: str) -> Container:
     started = time.monotonic()
     while time.monotonic() < started + 900:
         state = json.loads(podman("inspect", name))[0]["State"]
-        assert state["Running"], f"the container exited {state['ExitCode']}:\n{podman('logs', name)[-4000:]}"
+        assert state["Running"], f"the container exited {state['ExitCode']}:\n{container_log(name)[-4000:]}"
         try:
             if httpx.get(f"{container.base_url}/readyz", timeout=5).status_code == 200:
                 print(f"{name}: run to ready in {time.monotonic() - started:.0f} s")
@@ -123,7 +123,7 @@ def run_container(image: str, name: str, volume: str, key: str) -> Container:
         except httpx.HTTPError:
             pass
         time.sleep(2)
-    raise AssertionError(f"never ready:\n{podman('logs', name)[-4000:]}")
+    raise AssertionError(f"never ready:\n{container_log(name)[-4000:]}")
 
 
 def stop(container: Container) -> tuple[int, float]:
@@ -201,7 +201,7 @@ def test_stored_response_survives_a_restart_and_stop_exits_zero(built: Built, fi
         finishes = [choice.finish_reason for chunk in chunks for choice in chunk.choices if choice.finish_reason]
         exit_code, seconds = stopping.result()
     assert finishes == ["length"]
-    assert exit_code == 0, podman("logs", first.name)[-4000:]
+    assert exit_code == 0, container_log(first.name)[-4000:]
     assert seconds < GRACE + 10, seconds
     assert not [process for process in tree if process.is_running() and process.status() != psutil.STATUS_ZOMBIE]
     podman("rm", first.name)

@@ -107,28 +107,29 @@ COLOR = {
 
 def test_a_json_schema_and_a_forced_tool_hold_with_an_image(vision: openai.OpenAI) -> None:
     text: Any = {"type": "text", "text": "Which color is it?"}
-    messages: Any = [{"role": "user", "content": [image_part(data_url(png(64, 64))), text]}]
+    picture = image_part(data_url(png(64, 64)))
+    messages: Any = [{"role": "user", "content": [picture, text]}]
     schema: Any = {"type": "json_schema", "json_schema": {"name": "color", "schema": COLOR, "strict": True}}
     answer = vision.chat.completions.create(model=VLM, messages=messages, max_tokens=32, response_format=schema)
     assert json.loads(answer.choices[0].message.content or "")["color"] in ("red", "green", "blue")
     tool: Any = {"type": "function", "function": {"name": "describe", "parameters": COLOR}}
-    choices: list[Any] = [{"type": "function", "function": {"name": "describe"}}, "required"]
-    bare_messages: Any = [{"role": "user", "content": [text]}]
-    for choice in choices:
-        reply = vision.chat.completions.create(
-            model=VLM, messages=messages, max_tokens=32, tools=[tool], tool_choice=choice, parallel_tool_calls=False
-        )
-        calls = reply.choices[0].message.tool_calls or []
-        assert len(calls) == 1 and calls[0].type == "function" and calls[0].function.name == "describe", reply
-        assert json.loads(calls[0].function.arguments)["color"] in ("red", "green", "blue")
-        bare = vision.chat.completions.create(
+
+    def forced(content: Any, choice: Any) -> Any:
+        return vision.chat.completions.create(
             model=VLM,
-            messages=bare_messages,
+            messages=[{"role": "user", "content": content}],
             max_tokens=32,
             tools=[tool],
             tool_choice=choice,
             parallel_tool_calls=False,
         )
+
+    for choice in [{"type": "function", "function": {"name": "describe"}}, "required"]:
+        reply = forced([picture, text], choice)
+        calls = reply.choices[0].message.tool_calls or []
+        assert len(calls) == 1 and calls[0].type == "function" and calls[0].function.name == "describe", reply
+        assert json.loads(calls[0].function.arguments)["color"] in ("red", "green", "blue")
+        bare = forced([text], choice)
         assert reply.usage is not None and bare.usage is not None
         assert reply.usage.prompt_tokens > bare.usage.prompt_tokens  # the image went in beside the tools
 
